@@ -1,0 +1,124 @@
+"""The journal's bytes, and nothing else: file header, record framing, types, limits.
+
+Grammar (all integers little-endian; see docs/journal-format.md for a worked example)::
+
+    journal := header record* zero*
+    header  := magic[8]="KVCJRNL\\0" version:u16 flags:u16 reserved:u32
+               base_ts:u64 reserved:u32 header_crc:u32          (32 bytes)
+    record  := crc:u32 length:u32 type:u8 scope:u8 ns_len:u8 key_len:u16 ts:u64
+               ns[ns_len] key[key_len] value[length - 13 - ns_len - key_len]
+
+`crc` is CRC-32 (zlib) over every byte after itself: `length` through the value, so a
+damaged length field fails the check instead of steering the reader. Type 0 is
+reserved: preallocated zero bytes read as "end of records". `base_ts` is the rotation
+cut this journal starts from (0 for a store's first journal): its leading records are
+the live state at `base_ts`, compacted, and every later record has a larger timestamp.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import zlib
+from typing import Final
+
+from kvcluster.keys import MAX_KEY_BYTES, MAX_NAMESPACE_BYTES
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_KEY_BYTES",
+    "MAX_NAMESPACE_BYTES",
+    "MAX_RECORD_LENGTH",
+    "MAX_VALUE_BYTES",
+    "RECORD_FIXED",
+    "RECORD_HEAD",
+    "TYPE_DELETE",
+    "TYPE_PUT",
+    "Buffer",
+    "HeaderError",
+    "JournalHeader",
+    "decode_header",
+    "encode_delete",
+    "encode_header",
+    "encode_put",
+    "record_size",
+]
+
+Buffer = bytes | bytearray | memoryview | mmap.mmap  # what a journal image may be held in
+
+MAGIC: Final = b"KVCJRNL\x00"
+FORMAT_VERSION: Final = 1
+
+_HEADER = struct.Struct("<8sHHIQI")  # magic, version, flags, reserved, base_ts, reserved
+_HEADER_CRC = struct.Struct("<I")
+HEADER_SIZE: Final = _HEADER.size + _HEADER_CRC.size  # 32
+
+TYPE_PUT: Final = 1
+TYPE_DELETE: Final = 2
+RECORD_TYPES: Final = frozenset({TYPE_PUT, TYPE_DELETE})
+
+# crc, length, type, scope, ns_len, key_len, ts
+RECORD_HEAD: Final = struct.Struct("<IIBBBHQ")
+_BODY_HEAD: Final = struct.Struct("<IBBBHQ")  # the same fields without the crc
+_CRC: Final = struct.Struct("<I")
+RECORD_FIXED: Final = RECORD_HEAD.size - 8  # bytes of `length` that precede ns: 13
+PREFIX_SIZE: Final = 8  # crc + length: the bytes of a record that `length` does not count
+
+MAX_VALUE_BYTES: Final = 256 << 20
+MAX_RECORD_LENGTH: Final = RECORD_FIXED + MAX_NAMESPACE_BYTES + MAX_KEY_BYTES + MAX_VALUE_BYTES
+MIN_RECORD_LENGTH: Final = RECORD_FIXED + 2  # a namespace and a key of one byte each
+
+
+class HeaderError(ValueError):
+    """The first bytes are not a journal header this version can read."""
+
+
+class JournalHeader:
+    __slots__ = ("base_ts", "version")
+
+    def __init__(self, base_ts: int, version: int = FORMAT_VERSION) -> None:
+        self.base_ts = base_ts
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"JournalHeader(base_ts={self.base_ts}, version={self.version})"
+
+
+def encode_header(base_ts: int) -> bytes:
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, 0, base_ts, 0)
+    return head + _HEADER_CRC.pack(zlib.crc32(head))
+
+
+def decode_header(data: Buffer) -> JournalHeader:
+    if len(data) < HEADER_SIZE:
+        raise HeaderError(f"file is {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header")
+    magic, version, _flags, _r1, base_ts, _r2 = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise HeaderError(f"bad magic {bytes(magic)!r}: not a kvcluster journal")
+    (crc,) = _HEADER_CRC.unpack_from(data, _HEADER.size)
+    if zlib.crc32(data[: _HEADER.size]) != crc:
+        raise HeaderError("header checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise HeaderError(f"journal format version {version}; this kvcluster reads {FORMAT_VERSION}")
+    return JournalHeader(base_ts, version)
+
+
+def record_size(ns: bytes, key: bytes, value: bytes) -> int:
+    """Bytes one record of these fields takes in the file."""
+    return RECORD_HEAD.size + len(ns) + len(key) + len(value)
+
+
+def encode_put(ns: bytes, key: bytes, ts: int, scope: int, value: bytes) -> bytes:
+    """Frame a PUT. The caller has checked the field sizes against the limits above."""
+    body = _BODY_HEAD.pack(RECORD_FIXED + len(ns) + len(key) + len(value), TYPE_PUT, scope, len(ns), len(key), ts)
+    body += ns + key + value
+    return _CRC.pack(zlib.crc32(body)) + body
+
+
+def encode_delete(ns: bytes, key: bytes, ts: int, scope: int) -> bytes:
+    """Frame a removal: a DELETE record has an empty value."""
+    body = _BODY_HEAD.pack(RECORD_FIXED + len(ns) + len(key), TYPE_DELETE, scope, len(ns), len(key), ts)
+    body += ns + key
+    return _CRC.pack(zlib.crc32(body)) + body

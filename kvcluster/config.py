@@ -1,0 +1,53 @@
+"""Settings shared by the journal, the shards and the CLI, validated where they are made."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from kvcluster.errors import InvalidRequest
+
+__all__ = ["DEFAULT_BUFFER_SIZE", "DEFAULT_FLUSH_INTERVAL", "Durability", "Retention"]
+
+DEFAULT_BUFFER_SIZE = 1 << 20
+DEFAULT_FLUSH_INTERVAL = 0.1  # seconds: `interval` durability flushes at least this often
+
+
+class Durability(enum.StrEnum):
+    """When a write is acknowledged, and so what it survives (see README, Guarantees)."""
+
+    NONE = "none"  # in the journal's memory map: survives a crash of any process
+    INTERVAL = "interval"  # as NONE, and flushed to disk within DEFAULT_FLUSH_INTERVAL
+    ALWAYS = "always"  # flushed to disk before the ack; one flush serves a whole group
+
+    @classmethod
+    def parse(cls, value: str | Durability) -> Durability:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise InvalidRequest(f"durability must be one of {choices}, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Which archived journals to keep; an archive is deleted once any limit is passed.
+
+    Point-in-time recovery reaches back to the oldest archive kept. `None` means no
+    limit of that kind. Archives are deleted oldest first, so the history kept is
+    always one unbroken stretch ending at the active journal.
+    """
+
+    max_archives: int | None = 64
+    max_age: float | None = 7 * 24 * 3600.0  # seconds since the archive's cut
+    max_bytes: int | None = 1 << 30  # total size of the archives on disk
+
+    def __post_init__(self) -> None:
+        for name in ("max_archives", "max_age", "max_bytes"):
+            limit = getattr(self, name)
+            if limit is not None and limit < 0:
+                raise InvalidRequest(f"retention {name} must be >= 0 or None, not {limit!r}")
+
+    @classmethod
+    def keep_all(cls) -> Retention:
+        return cls(max_archives=None, max_age=None, max_bytes=None)
