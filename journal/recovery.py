@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from kvcluster.errors import StorageError
 from kvcluster.journal.archive import ACTIVE_NAME, NEXT_NAME, list_archives, list_raw_archives
-from kvcluster.journal.format import TYPE_PUT, HeaderError, decode_header
+from kvcluster.journal.format import TYPE_PUT
 from kvcluster.journal.fs import FileSystem
 from kvcluster.journal.reader import Damage, RecordScan
 from kvcluster.journal.rotation import finish_interrupted
@@ -55,13 +55,7 @@ def recover_directory(fs: FileSystem, directory: str, buffer_size: int) -> Recov
             )
         return Recovered(_create_first_journal(fs, directory, buffer_size), {}, 0, pending)
 
-    fd, mapped = map_journal(fs, journal_path, buffer_size)
-    try:
-        header = decode_header(mapped)
-    except HeaderError as exc:
-        mapped.close()
-        os.close(fd)
-        raise StorageError(f"{journal_path}: {exc}", path=journal_path, offset=0) from None
+    fd, mapped, header = map_journal(fs, journal_path, buffer_size)
     entries, max_ts, scan = _replay(mapped, journal_path)
     writer = JournalWriter(fs, journal_path, fd, mapped, scan.position, header.base_ts)
     recovered = Recovered(writer, entries, max(max_ts, header.base_ts), pending)

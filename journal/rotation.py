@@ -9,7 +9,6 @@ deleted only once its compressed archive is durable (`archive_retired`).
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 from collections.abc import Callable, Iterable
@@ -99,23 +98,24 @@ def finish_interrupted(fs: FileSystem, directory: str) -> list[int]:
     archives them once it is open (`archive_retired`).
     """
     journal_path = os.path.join(directory, ACTIVE_NAME)
-    _discard(fs, os.path.join(directory, NEXT_NAME))  # never installed: `journal` is intact
+    removed = _discard(fs, os.path.join(directory, NEXT_NAME))  # never installed: `journal` is intact
     for entry in os.scandir(directory):
         if entry.name.endswith(".zz.tmp"):
-            _discard(fs, entry.path)  # an archive never renamed into place
+            removed |= _discard(fs, entry.path)  # an archive never renamed into place
     archived = {a.cut for a in list_archives(directory)}
     pending = []
     for raw in list_raw_archives(directory):
         if os.path.exists(journal_path) and os.path.samefile(raw.path, journal_path):
-            _discard(fs, raw.path)  # linked, but the switch never happened
+            removed |= _discard(fs, raw.path)  # linked, but the switch never happened
         elif raw.cut in archived and _archive_is_sound(directory, raw.cut):
-            _discard(fs, raw.path)  # its archive was durable; only the unlink was lost
+            removed |= _discard(fs, raw.path)  # its archive was durable; only the unlink was lost
         else:
             pending.append(raw.cut)
-    try:
-        fs.fsync_dir(directory)
-    except OSError as exc:
-        raise storage_error(exc, "syncing the directory", directory) from exc
+    if removed:
+        try:
+            fs.fsync_dir(directory)
+        except OSError as exc:
+            raise storage_error(exc, "syncing the directory", directory) from exc
     return pending
 
 
@@ -146,6 +146,10 @@ def _archive_is_sound(directory: str, cut: int) -> bool:
     return scan.damage is None
 
 
-def _discard(fs: FileSystem, path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+def _discard(fs: FileSystem, path: str) -> bool:
+    """Remove `path` if it exists; True if it did."""
+    try:
         fs.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 
 from kvcluster.errors import StorageError
-from kvcluster.journal.format import HEADER_SIZE, encode_header
+from kvcluster.journal.format import HEADER_SIZE, HeaderError, JournalHeader, decode_header, encode_header
 from kvcluster.journal.fs import FileSystem
 
 __all__ = ["JournalWriter", "build_journal", "map_journal", "storage_error"]
@@ -114,24 +114,27 @@ def build_journal(fs: FileSystem, path: str, size: int, base_ts: int, records: I
         raise
 
 
-def map_journal(fs: FileSystem, path: str, min_size: int) -> tuple[int, mmap.mmap]:
+def map_journal(fs: FileSystem, path: str, min_size: int) -> tuple[int, mmap.mmap, JournalHeader]:
     """Open and map an existing journal, first allocating it up to `min_size` bytes.
 
-    A journal shorter than that (cut by a crash of the filesystem, or copied short)
-    is extended with zeros, which read as "end of records".
+    The header is checked before anything is changed, so a foreign file is refused
+    untouched. A journal shorter than `min_size` (cut by a crash of the filesystem,
+    or copied short) is extended with zeros, which read as "end of records".
     """
     try:
         fd = fs.open_rw(path)
     except OSError as exc:
         raise storage_error(exc, "opening", path) from exc
     try:
+        try:
+            header = decode_header(os.pread(fd, HEADER_SIZE, 0))
+        except HeaderError as exc:
+            raise StorageError(f"{path}: {exc}", path=path, offset=0) from None
         size = os.fstat(fd).st_size
-        if size < HEADER_SIZE:
-            raise StorageError(f"{path} is {size} bytes: too short to be a journal", path=path)
         if size < min_size:
             fs.allocate(fd, min_size)
             size = min_size
-        return fd, fs.map(fd, size)
+        return fd, fs.map(fd, size), header
     except BaseException as exc:
         os.close(fd)
         if isinstance(exc, OSError):

@@ -25,8 +25,24 @@ def pack_value(value: Any) -> bytes:
 
 
 def unpack_value(data: bytes) -> Any:
-    """The value msgpack bytes hold. Dict keys may be any msgpack scalar."""
+    """The value msgpack bytes hold. Dict keys may be any msgpack scalar, or tuples."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
-    except (ValueError, TypeError) as exc:  # msgpack's errors are ValueErrors; TypeError: unhashable map key
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except TypeError:
+        # A tuple key was packed as an array, which decodes to an unhashable list:
+        # decode again, turning array keys back into tuples (the rare, slower path).
+        pass
+    except ValueError as exc:  # every msgpack decoding error is a ValueError
         raise StorageError(f"stored value does not decode: {exc}") from None
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_dict_with_tuple_keys)
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"stored value does not decode: {exc}") from None
+
+
+def _dict_with_tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {_hashable(key): value for key, value in pairs}
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(item) for item in key) if isinstance(key, list) else key

@@ -1,0 +1,64 @@
+"""A child process that writes to a store until it is killed, acknowledging each write.
+
+    python -m kvtest.writer_child DIR SEED [--durability MODE] [--buffer BYTES] [--limit N]
+
+Each operation comes from `operations(SEED)`, so the parent can replay the same
+sequence; after an operation returns, one line goes to stdout (and is flushed):
+``<index> <ts or ->``. A line received by the parent is an acknowledged write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Iterator
+
+from kvcluster.journal import VersionedStore
+
+Operation = tuple[str, str, object]  # ("set" | "delete" | "rotate", key, value)
+
+
+def operations(seed: int, keys: int = 64) -> Iterator[Operation]:
+    rng = random.Random(seed)
+    index = 0
+    while True:
+        roll = rng.random()
+        key = f"k{rng.randrange(keys)}"
+        if roll < 0.8:
+            yield "set", key, {"seed": seed, "op": index, "pad": "x" * rng.randrange(200)}
+        elif roll < 0.98:
+            yield "delete", key, None
+        else:
+            yield "rotate", "", None
+        index += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("directory")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("--durability", default="none")
+    parser.add_argument("--buffer", type=int, default=1 << 16)
+    parser.add_argument("--limit", type=int, default=10**9)
+    args = parser.parse_args()
+    out = sys.stdout
+    with VersionedStore.open(args.directory, buffer_size=args.buffer, durability=args.durability) as store:
+        out.write("ready\n")
+        out.flush()
+        for index, (op, key, value) in enumerate(operations(args.seed)):
+            if index >= args.limit:
+                break
+            ts: int | None = None
+            if op == "set":
+                ts = store.set("ns", key, value)
+            elif op == "delete":
+                ts = store.delete("ns", key)
+            else:
+                store.rotate()
+            out.write(f"{index} {ts if ts is not None else '-'}\n")
+            out.flush()
+
+
+if __name__ == "__main__":
+    main()
