@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rich.console import Console
 from rich.table import Table
 
@@ -35,6 +37,7 @@ __all__ = [
     "environment",
     "filesystem_of",
     "free_port",
+    "make_console",
     "median",
     "percentile",
     "print_table",
@@ -158,6 +161,12 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return target
 
 
+def make_console() -> Console:
+    """A rich console. Off a terminal (a pipe, a log) it is 140 columns wide rather
+    than rich's 80, so table rows are not folded."""
+    return Console() if sys.stdout.isatty() else Console(width=140)
+
+
 def print_table(
     title: str,
     columns: Sequence[str],
@@ -170,7 +179,7 @@ def print_table(
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*("—" if cell is None else str(cell) for cell in row))
-    (console or Console()).print(table)
+    (console or make_console()).print(table)
 
 
 # -- redis-server ------------------------------------------------------------------
@@ -201,7 +210,9 @@ class RedisServer:
     client: redis.Redis = field(init=False)
 
     def __post_init__(self) -> None:
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=120)
+        # No retries: redis-py >= 6 retries connection errors with backoffs of seconds,
+        # which would stretch both the readiness polls and SHUTDOWN (whose reply is EOF).
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=120, retry=Retry(NoBackoff(), 0))
 
     def log(self) -> str:
         """What this server has logged since it started."""

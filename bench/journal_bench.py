@@ -2,7 +2,7 @@
 
 Run from the repository root (bench is a package, so run it as a module):
 
-    .venv/bin/python -m bench.journal_bench            # full: 1,000,000 keys, about a minute
+    .venv/bin/python -m bench.journal_bench            # full: 1,000,000 keys, 1-2 minutes
     .venv/bin/python -m bench.journal_bench --quick    # smoke run: 50,000 keys, under ~20 s
 
 Appends: the store in each durability mode, against two floors that append the same
@@ -20,6 +20,7 @@ import gc
 import os
 import re
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,12 +30,12 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from rich.console import Console
 
 from bench.common import (
     check_target,
     environment,
     filesystem_of,
+    make_console,
     print_table,
     redis_info,
     redis_server,
@@ -54,13 +55,14 @@ HIGH_WATER_MARK = 0.8  # VersionedStore.open's default: a journal rotates past t
 # Redis persists only through its AOF here: no RDB snapshots (common.redis_server adds
 # --save ""), no fsync of its own, and no automatic rewrite, which would otherwise
 # replace the AOF we measure by a base file part way through loading the keys.
-AOF_ARGS: tuple[str, ...] = ("--appendonly", "yes", "--aof-use-rdb-preamble", "no", "--appendfsync", "no")
-AOF_ARGS += ("--auto-aof-rewrite-percentage", "0")
-PREAMBLE_ARGS = (*AOF_ARGS[:2], "--aof-use-rdb-preamble", "yes", *AOF_ARGS[4:])
+_AOF_COMMON = ("--appendonly", "yes", "--appendfsync", "no", "--auto-aof-rewrite-percentage", "0")
+AOF_ARGS = (*_AOF_COMMON, "--aof-use-rdb-preamble", "no")
+PREAMBLE_ARGS = (*_AOF_COMMON, "--aof-use-rdb-preamble", "yes")
+# redis logs its own load time with 1 ms resolution
 AOF_LOADED = re.compile(r"DB loaded from append only file: ([0-9.]+) seconds")
 REDIS_CHUNK = 10_000  # commands per pipeline round trip when loading redis
 
-console = Console()
+console = make_console()
 _started = time.perf_counter()
 
 
@@ -378,7 +380,7 @@ def bench_redis(root: str, work: Workload, p: Params) -> dict[str, Any] | None:
     # Leaving the block sent SHUTDOWN NOSAVE: redis wrote and fsynced the whole AOF.
     result: dict[str, Any] = {"aof": _redis_loads(directory, AOF_ARGS, p, "AOF"), "rdb_preamble": None}
     if p.rdb_preamble:
-        console.print("[dim]redis: BGREWRITEAOF with an RDB preamble")
+        progress("redis: BGREWRITEAOF with an RDB preamble")
         _rewrite_aof(directory)
         result["rdb_preamble"] = _redis_loads(directory, PREAMBLE_ARGS, p, "RDB-preamble AOF")
     return result
@@ -426,7 +428,7 @@ def print_report(results: dict[str, Any]) -> None:
             [
                 case["label"],
                 len(case["runs"]),
-                f"{sorted(r['records'] for r in case['runs'])[len(case['runs']) // 2]:,}",
+                f"{statistics.median_low(r['records'] for r in case['runs']):,}",
                 f"{case['records_per_s']['median']:,.0f}",
                 _span(case["records_per_s"], ",.0f"),
                 f"{case['mb_per_s']['median']:.2f}",

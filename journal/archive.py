@@ -119,9 +119,9 @@ def compress_journal(fs: FileSystem, raw_path: str, final_path: str, length: int
     try:
         fs.rename(tmp_path, final_path)
         fs.fsync_dir(directory)
+        failpoint("archive.renamed")
     except OSError as exc:
         raise storage_error(exc, "installing archive", final_path) from exc
-    failpoint("archive.renamed")
 
 
 class ArchiveScan:
@@ -162,7 +162,7 @@ class ArchiveScan:
         pos = HEADER_SIZE
         while True:
             final = not stream.more()
-            scan = RecordScan(window, self.path, pos, len(window), final=final)
+            scan = RecordScan(window, self.path, pos, len(window), final=final, origin=base)
             yield from scan
             pos = scan.position
             if scan.damage is not None:

@@ -15,6 +15,8 @@ from typing import Final
 
 from kvcluster.journal.format import (
     HEADER_SIZE,
+    MAX_KEY_BYTES,
+    MAX_NAMESPACE_BYTES,
     MAX_RECORD_LENGTH,
     MIN_RECORD_LENGTH,
     PREFIX_SIZE,
@@ -82,17 +84,27 @@ class RecordScan:
 
     During iteration `position` is the offset just past the last record yielded; once
     iteration ends it is where valid records end, and `damage` is None when only zero
-    bytes follow, else a description of what was found there.
+    bytes follow, else a description of what was found there. With `final=False` the
+    image is a window of a longer stream (an archive being inflated): a record cut by
+    `stop` sets `needs_more` instead of being damage.
     """
 
     def __init__(
-        self, buf: Buffer, path: str, start: int = HEADER_SIZE, stop: int | None = None, *, final: bool = True
+        self,
+        buf: Buffer,
+        path: str,
+        start: int = HEADER_SIZE,
+        stop: int | None = None,
+        *,
+        final: bool = True,
+        origin: int = 0,
     ) -> None:
         self.buf = buf
         self.path = path
         self.position = start
         self.stop = len(buf) if stop is None else stop
         self.final = final  # False: more bytes may follow `stop` (a streamed archive)
+        self.origin = origin  # offset of buf[0] in the whole file, for messages
         self.damage: Damage | None = None
         self.needs_more = False  # not final, and the next record does not fit before `stop`
         self.wanted = 0  # when it needs more: bytes from `position` the next record takes
@@ -114,7 +126,7 @@ class RecordScan:
                     if not self.final:
                         self.needs_more = True
                         self.wanted = head_size
-                    elif pos < stop:
+                    elif last_nonzero(buf, pos, stop) >= 0:  # fewer zeros than a header: the end
                         self._damaged(pos, head_size, "truncated record header")
                     return
                 crc, length, rtype, scope, ns_len, key_len, ts = unpack(buf, pos)
@@ -144,7 +156,12 @@ class RecordScan:
                 a = pos + head_size
                 b = a + ns_len
                 c = b + key_len
-                if c > end or ns_len == 0 or key_len == 0 or (c == end) != (rtype == TYPE_DELETE):
+                if (
+                    c > end
+                    or not 0 < ns_len <= MAX_NAMESPACE_BYTES
+                    or not 0 < key_len <= MAX_KEY_BYTES
+                    or (c == end) != (rtype == TYPE_DELETE)
+                ):
                     self._damaged(pos, end - pos, "field lengths do not fit the record")
                     return
                 self.position = end
@@ -161,7 +178,7 @@ class RecordScan:
             self.zero_tail = True
         else:
             first = first_nonzero(self.buf, pos, self.stop)
-            reason = f"zero-filled gap followed by data at byte {first}"
+            reason = f"zero-filled gap followed by data at byte {self.origin + first}"
             self.damage = Damage(self.path, pos, last + 1 - pos, reason, torn=False)
 
     def _damaged(self, pos: int, extent: int, reason: str) -> None:

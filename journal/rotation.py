@@ -9,6 +9,7 @@ deleted only once its compressed archive is durable (`archive_retired`).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections.abc import Callable, Iterable
@@ -51,21 +52,25 @@ def rotate(
     next_path = os.path.join(directory, NEXT_NAME)
     raw_path = os.path.join(directory, raw_archive_name(cut))
 
-    failpoint("rotate.begin")
-    old.flush()  # the retiring journal is complete on disk before it becomes history
-    failpoint("rotate.old_flushed")
-    nxt = build_journal(fs, next_path, size, cut, live_records)  # written, msynced, fsynced
-    failpoint("rotate.next_written")
     try:
+        failpoint("rotate.begin")
+        old.flush()  # the retiring journal is complete on disk before it becomes history
+        failpoint("rotate.old_flushed")
+    except OSError as exc:
+        raise storage_error(exc, "rotating", old.path) from exc
+    nxt = build_journal(fs, next_path, size, cut, live_records)  # written, msynced, fsynced
+    try:
+        failpoint("rotate.next_written")
         fs.link(journal_path, raw_path)  # the retiring journal under its archive name too
         fs.fsync_dir(directory)
         failpoint("rotate.old_linked")
         fs.rename(next_path, journal_path)  # the switch: one atomic rename
     except BaseException as exc:
         nxt.close()
-        _discard(fs, next_path)
-        if os.path.exists(raw_path) and os.path.samefile(raw_path, journal_path):
-            _discard(fs, raw_path)  # our link to the journal that stays active
+        with contextlib.suppress(OSError):  # what is left is cleared when the store next opens
+            _discard(fs, next_path)
+            if os.path.exists(raw_path) and os.path.samefile(raw_path, journal_path):
+                _discard(fs, raw_path)  # our link to the journal that stays active
         if isinstance(exc, OSError):
             raise storage_error(exc, "installing the next journal in", directory) from exc
         raise
@@ -74,9 +79,9 @@ def rotate(
     old.close()
     try:
         fs.fsync_dir(directory)
+        failpoint("rotate.next_installed")
     except OSError as exc:
         raise storage_error(exc, "syncing the directory", directory) from exc
-    failpoint("rotate.next_installed")
 
 
 def archive_retired(fs: FileSystem, directory: str, cut: int, length: int) -> None:

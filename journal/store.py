@@ -22,7 +22,7 @@ from kvcluster.errors import InvalidRequest, StorageError, ValueTooLarge
 from kvcluster.journal import rotation
 from kvcluster.journal.archive import list_archives, raw_archive_name
 from kvcluster.journal.clock import Clock
-from kvcluster.journal.format import HEADER_SIZE, MAX_VALUE_BYTES, RECORD_HEAD, encode_delete, encode_put
+from kvcluster.journal.format import HEADER_SIZE, MAX_VALUE_BYTES, RECORD_HEAD, encode_delete, encode_put, record_size
 from kvcluster.journal.fs import FileSystem
 from kvcluster.journal.reader import Damage
 from kvcluster.journal.recovery import Entries, recover_directory
@@ -174,19 +174,26 @@ class VersionedStore:
         """`set` for a validated namespace and key and an already msgpack-encoded value."""
         if self._failure is not None:
             raise self._read_only()
-        if len(value) > MAX_VALUE_BYTES:
-            raise ValueTooLarge(f"value is {len(value)} bytes; the journal takes at most {MAX_VALUE_BYTES}")
-        ts = self._clock.next()
+        if not 0 < len(value) <= MAX_VALUE_BYTES:
+            if value:
+                raise ValueTooLarge(f"value is {len(value)} bytes; the journal takes at most {MAX_VALUE_BYTES}")
+            raise InvalidRequest("a value is at least one byte of msgpack")
         if scope is Scope.PERMANENT:
-            self._append(encode_put(ns, key, ts, _PERMANENT, value))
+            self._make_room(record_size(ns, key, value))
+            ts = self._clock.next()
+            self._writer.append(encode_put(ns, key, ts, _PERMANENT, value))
             _space(self._entries, ns)[key] = (value, ts)
             if self._ephemeral:
                 _discard(self._ephemeral, ns, key)
         elif scope is Scope.EPHEMERAL:
             space = self._entries.get(ns)
             if space is not None and key in space:  # the journaled value must not come back
-                self._append(encode_delete(ns, key, ts, _PERMANENT))
+                self._make_room(record_size(ns, key, b""))
+                ts = self._clock.next()
+                self._writer.append(encode_delete(ns, key, ts, _PERMANENT))
                 _discard(self._entries, ns, key)
+            else:
+                ts = self._clock.next()
             _space(self._ephemeral, ns)[key] = (value, ts)
         else:
             raise InvalidRequest(f"unknown scope {scope!r}")
@@ -202,8 +209,9 @@ class VersionedStore:
             raise self._read_only()
         space = self._entries.get(ns)
         if space is not None and key in space:
+            self._make_room(record_size(ns, key, b""))
             ts = self._clock.next()
-            self._append(encode_delete(ns, key, ts, _PERMANENT))
+            self._writer.append(encode_delete(ns, key, ts, _PERMANENT))
             _discard(self._entries, ns, key)
             self._written()
             return ts
@@ -270,6 +278,7 @@ class VersionedStore:
         size = self.options.buffer_size
         while HEADER_SIZE + live + extra > size * self.options.high_water_mark / 2:
             size *= 2  # leave at least as much room for new writes as the live state takes
+        self.flush()  # a failure here makes the store read-only, like any failed flush
         old = self._writer
         retired_length = old.position
         cut = self._clock.next()
@@ -349,10 +358,14 @@ class VersionedStore:
     def _limit_for(self, size: int) -> int:
         return max(HEADER_SIZE, int(size * self.options.high_water_mark))
 
-    def _append(self, record: bytes) -> None:
-        if self._writer.position + len(record) > self._limit:
-            self._rotate(extra=len(record))
-        self._writer.append(record)
+    def _make_room(self, size: int) -> None:
+        """Rotate first if a record of `size` bytes would pass the high-water mark.
+
+        Called before the record's timestamp is taken, so every record after a
+        journal's compacted prefix is newer than the journal's cut.
+        """
+        if self._writer.position + size > self._limit:
+            self._rotate(extra=size)
 
     def _written(self) -> None:
         """Apply the durability mode after a write reached the journal."""
