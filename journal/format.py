@@ -46,7 +46,7 @@ __all__ = [
     "record_size",
 ]
 
-Buffer = bytes | bytearray | memoryview | mmap.mmap  # what a journal image may be held in
+Buffer = bytes | bytearray | memoryview | mmap.mmap  # anything a header can be read from
 
 MAGIC: Final = b"KVCJRNL\x00"
 FORMAT_VERSION: Final = 1

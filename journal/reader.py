@@ -8,6 +8,7 @@ prints it, point-in-time recovery refuses a damaged archive).
 
 from __future__ import annotations
 
+import mmap
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,15 +24,16 @@ from kvcluster.journal.format import (
     RECORD_HEAD,
     RECORD_TYPES,
     TYPE_DELETE,
-    Buffer,
+    TYPE_PUT,
 )
 from kvcluster.scope import Scope
 
-__all__ = ["Buffer", "Damage", "Record", "RecordScan", "first_nonzero", "last_nonzero"]
+__all__ = ["Damage", "Image", "Record", "RecordScan", "first_nonzero", "last_nonzero"]
 
+Image = bytes | mmap.mmap  # a journal image: slicing either gives bytes
 Record = tuple[int, bytes, bytes, int, bytes]  # type, namespace, key, timestamp, value
 
-_JOURNALED_SCOPES: Final = frozenset({int(Scope.PERMANENT)})
+_PERMANENT: Final = int(Scope.PERMANENT)  # the only scope ever journaled
 _CHUNK: Final = 1 << 20
 _ZEROS: Final = bytes(_CHUNK)
 
@@ -55,7 +57,7 @@ class Damage:
         return f"{self.path}: {kind} at byte {self.offset}: {self.reason} ({self.bytes_dropped} bytes dropped)"
 
 
-def first_nonzero(buf: Buffer, start: int, stop: int) -> int:
+def first_nonzero(buf: Image, start: int, stop: int) -> int:
     """Offset of the first non-zero byte in buf[start:stop], or -1 when all are zero."""
     lo = start
     while lo < stop:
@@ -67,7 +69,7 @@ def first_nonzero(buf: Buffer, start: int, stop: int) -> int:
     return -1
 
 
-def last_nonzero(buf: Buffer, start: int, stop: int) -> int:
+def last_nonzero(buf: Image, start: int, stop: int) -> int:
     """Offset of the last non-zero byte in buf[start:stop], or -1 when all are zero."""
     hi = stop
     while hi > start:
@@ -91,7 +93,7 @@ class RecordScan:
 
     def __init__(
         self,
-        buf: Buffer,
+        buf: Image,
         path: str,
         start: int = HEADER_SIZE,
         stop: int | None = None,
@@ -111,64 +113,67 @@ class RecordScan:
         self.zero_tail = False  # stopped at a zero header with only zeros up to `stop`
 
     def __iter__(self) -> Iterator[Record]:
+        # The hot loop of every replay: one combined test accepts a sound record; only
+        # when it fails does `_stop` work out precisely why (end, more data, damage).
         buf = self.buf
         view = memoryview(buf)
         stop = self.stop
         unpack = RECORD_HEAD.unpack_from
         head_size = RECORD_HEAD.size
         crc32 = zlib.crc32
-        types = RECORD_TYPES
-        scopes = _JOURNALED_SCOPES
         pos = self.position
         try:
-            while True:
-                if pos + head_size > stop:
-                    if not self.final:
-                        self.needs_more = True
-                        self.wanted = head_size
-                    elif last_nonzero(buf, pos, stop) >= 0:  # fewer zeros than a header: the end
-                        self._damaged(pos, head_size, "truncated record header")
-                    return
+            while pos + head_size <= stop:
                 crc, length, rtype, scope, ns_len, key_len, ts = unpack(buf, pos)
-                if length == 0 and crc == 0 and rtype == 0:
-                    self._check_zero_tail(pos)
-                    return
                 end = pos + PREFIX_SIZE + length
-                if not MIN_RECORD_LENGTH <= length <= MAX_RECORD_LENGTH:
-                    self._damaged(pos, head_size, f"bad record length {length}")
-                    return
-                if end > stop:
-                    if not self.final:
-                        self.needs_more = True
-                        self.wanted = end - pos
-                    else:
-                        self._damaged(pos, end - pos, "record extends past the end of the file")
-                    return
-                if crc32(view[pos + 4 : end]) != crc:
-                    self._damaged(pos, end - pos, "checksum mismatch")
-                    return
-                if rtype not in types:
-                    self._damaged(pos, end - pos, f"unknown record type {rtype}")
-                    return
-                if scope not in scopes:
-                    self._damaged(pos, end - pos, f"scope {scope} is never journaled")
-                    return
                 a = pos + head_size
                 b = a + ns_len
                 c = b + key_len
-                if (
-                    c > end
-                    or not 0 < ns_len <= MAX_NAMESPACE_BYTES
-                    or not 0 < key_len <= MAX_KEY_BYTES
-                    or (c == end) != (rtype == TYPE_DELETE)
+                if not (
+                    (c < end if rtype == TYPE_PUT else rtype == TYPE_DELETE and c == end)
+                    and scope == _PERMANENT
+                    and 0 < ns_len <= MAX_NAMESPACE_BYTES
+                    and 0 < key_len <= MAX_KEY_BYTES
+                    and end <= stop
+                    and crc32(view[pos + 4 : end]) == crc
                 ):
-                    self._damaged(pos, end - pos, "field lengths do not fit the record")
-                    return
-                self.position = end
-                yield rtype, bytes(buf[a:b]), bytes(buf[b:c]), ts, bytes(buf[c:end])
+                    break
                 pos = end
+                yield rtype, buf[a:b], buf[b:c], ts, buf[c:end]
+            self._stop(pos)
         finally:
+            self.position = pos
             view.release()
+
+    def _stop(self, pos: int) -> None:
+        """The records stop at `pos`: decide whether that is the end, a cut window, or damage."""
+        self.position = pos
+        buf, stop, head_size = self.buf, self.stop, RECORD_HEAD.size
+        if pos + head_size > stop:
+            if not self.final:
+                self.needs_more, self.wanted = True, head_size
+            elif last_nonzero(buf, pos, stop) >= 0:  # fewer zeros than a header: the end
+                self._damaged(pos, head_size, "truncated record header")
+            return
+        crc, length, rtype, scope, _ns_len, _key_len, _ts = RECORD_HEAD.unpack_from(buf, pos)
+        end = pos + PREFIX_SIZE + length
+        if length == 0 and crc == 0 and rtype == 0:
+            self._check_zero_tail(pos)
+        elif not MIN_RECORD_LENGTH <= length <= MAX_RECORD_LENGTH:
+            self._damaged(pos, head_size, f"bad record length {length}")
+        elif end > stop:
+            if not self.final:
+                self.needs_more, self.wanted = True, end - pos
+            else:
+                self._damaged(pos, end - pos, "record extends past the end of the file")
+        elif zlib.crc32(memoryview(buf)[pos + 4 : end]) != crc:
+            self._damaged(pos, end - pos, "checksum mismatch")
+        elif rtype not in RECORD_TYPES:
+            self._damaged(pos, end - pos, f"unknown record type {rtype}")
+        elif scope != _PERMANENT:
+            self._damaged(pos, end - pos, f"scope {scope} is never journaled")
+        else:
+            self._damaged(pos, end - pos, "field lengths do not fit the record")
 
     def _check_zero_tail(self, pos: int) -> None:
         """A zero header ends the records only if nothing but zeros follows it."""

@@ -76,6 +76,7 @@ class VersionedStore:
         self._limit = self._limit_for(self._writer.size)
         self._always = options.durability is Durability.ALWAYS
         self._interval = options.durability is Durability.INTERVAL
+        self._syncing = self._always or self._interval  # writes must see to flushing
         self._dirty_since: float | None = None  # monotonic time of the oldest unflushed write
         self._group_depth = 0
         self._failure: StorageError | None = None  # set once a flush fails: read-only from then on
@@ -178,11 +179,15 @@ class VersionedStore:
             if value:
                 raise ValueTooLarge(f"value is {len(value)} bytes; the journal takes at most {MAX_VALUE_BYTES}")
             raise InvalidRequest("a value is at least one byte of msgpack")
-        if scope is Scope.PERMANENT:
-            self._make_room(record_size(ns, key, value))
+        if scope is Scope.PERMANENT:  # the hot path, kept flat: every call here costs
+            if self._writer.position + RECORD_HEAD.size + len(ns) + len(key) + len(value) > self._limit:
+                self._rotate(extra=record_size(ns, key, value))
             ts = self._clock.next()
             self._writer.append(encode_put(ns, key, ts, _PERMANENT, value))
-            _space(self._entries, ns)[key] = (value, ts)
+            space = self._entries.get(ns)
+            if space is None:
+                space = self._entries[ns] = {}
+            space[key] = (value, ts)
             if self._ephemeral:
                 _discard(self._ephemeral, ns, key)
         elif scope is Scope.EPHEMERAL:
@@ -197,7 +202,8 @@ class VersionedStore:
             _space(self._ephemeral, ns)[key] = (value, ts)
         else:
             raise InvalidRequest(f"unknown scope {scope!r}")
-        self._written()
+        if self._syncing:
+            self._written()
         return ts
 
     def delete(self, ns: str, key: str) -> int | None:
@@ -213,7 +219,8 @@ class VersionedStore:
             ts = self._clock.next()
             self._writer.append(encode_delete(ns, key, ts, _PERMANENT))
             _discard(self._entries, ns, key)
-            self._written()
+            if self._syncing:
+                self._written()
             return ts
         if _discard(self._ephemeral, ns, key):
             return self._clock.next()
