@@ -110,15 +110,22 @@ def record_size(ns: bytes, key: bytes, value: bytes) -> int:
     return RECORD_HEAD.size + len(ns) + len(key) + len(value)
 
 
+# Bound once: these run for every write, where each global lookup shows.
+_pack_body_head = _BODY_HEAD.pack
+_pack_crc = _CRC.pack
+_crc32 = zlib.crc32
+_join = b"".join
+
+
 def encode_put(ns: bytes, key: bytes, ts: int, scope: int, value: bytes) -> bytes:
     """Frame a PUT. The caller has checked the field sizes against the limits above."""
-    body = _BODY_HEAD.pack(RECORD_FIXED + len(ns) + len(key) + len(value), TYPE_PUT, scope, len(ns), len(key), ts)
-    body += ns + key + value
-    return _CRC.pack(zlib.crc32(body)) + body
+    n, k = len(ns), len(key)
+    body = _join((_pack_body_head(RECORD_FIXED + n + k + len(value), TYPE_PUT, scope, n, k, ts), ns, key, value))
+    return _pack_crc(_crc32(body)) + body
 
 
 def encode_delete(ns: bytes, key: bytes, ts: int, scope: int) -> bytes:
     """Frame a removal: a DELETE record has an empty value."""
-    body = _BODY_HEAD.pack(RECORD_FIXED + len(ns) + len(key), TYPE_DELETE, scope, len(ns), len(key), ts)
-    body += ns + key
-    return _CRC.pack(zlib.crc32(body)) + body
+    n, k = len(ns), len(key)
+    body = _join((_pack_body_head(RECORD_FIXED + n + k, TYPE_DELETE, scope, n, k, ts), ns, key))
+    return _pack_crc(_crc32(body)) + body

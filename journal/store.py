@@ -37,6 +37,8 @@ __all__ = ["StoreOptions", "VersionedStore"]
 log = logging.getLogger("kvcluster.journal")
 
 _PERMANENT = int(Scope.PERMANENT)
+_PERMANENT_SCOPE = Scope.PERMANENT
+_HEAD_SIZE = RECORD_HEAD.size
 _MIN_BUFFER = 4096
 
 
@@ -179,8 +181,8 @@ class VersionedStore:
             if value:
                 raise ValueTooLarge(f"value is {len(value)} bytes; the journal takes at most {MAX_VALUE_BYTES}")
             raise InvalidRequest("a value is at least one byte of msgpack")
-        if scope is Scope.PERMANENT:  # the hot path, kept flat: every call here costs
-            if self._writer.position + RECORD_HEAD.size + len(ns) + len(key) + len(value) > self._limit:
+        if scope is _PERMANENT_SCOPE:  # the hot path, kept flat: every call here costs
+            if self._writer.position + _HEAD_SIZE + len(ns) + len(key) + len(value) > self._limit:
                 self._rotate(extra=record_size(ns, key, value))
             ts = self._clock.next()
             self._writer.append(encode_put(ns, key, ts, _PERMANENT, value))
