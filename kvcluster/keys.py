@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 
 from kvcluster.errors import InvalidRequest
@@ -30,15 +29,29 @@ def encode_key(key: object) -> bytes:
     return data
 
 
+class _NamespaceNames(dict[str, bytes]):
+    """Names already validated, so each is checked once: programs use few namespaces."""
+
+    LIMIT = 4096
+
+    def __missing__(self, name: str) -> bytes:
+        data = _validate_namespace(name)
+        if len(self) < self.LIMIT:
+            self[name] = data
+        return data
+
+
+_VALID_NAMESPACES = _NamespaceNames()
+
+
 def encode_namespace(name: object) -> bytes:
     """ASCII bytes of a valid namespace name: letters, digits and `_.:-`, at most 128."""
-    if type(name) is str:
-        return _encode_namespace(name)  # few distinct names: validate each once
-    raise InvalidRequest(f"namespace names are str, not {type(name).__name__}")
+    if type(name) is not str:
+        raise InvalidRequest(f"namespace names are str, not {type(name).__name__}")
+    return _VALID_NAMESPACES[name]
 
 
-@functools.lru_cache(maxsize=4096)
-def _encode_namespace(name: str) -> bytes:
+def _validate_namespace(name: str) -> bytes:
     if not 0 < len(name) <= MAX_NAMESPACE_BYTES or not _NAMESPACE_RE.fullmatch(name):
         raise InvalidRequest(
             f"namespace name {name!r} must be 1..{MAX_NAMESPACE_BYTES} characters of "
