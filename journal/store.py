@@ -8,7 +8,6 @@ Not thread-safe: one owner (a shard's loop, or one thread) drives a store.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from kvcluster.journal.archive import list_archives, raw_archive_name
 from kvcluster.journal.clock import Clock
 from kvcluster.journal.format import HEADER_SIZE, MAX_VALUE_BYTES, RECORD_HEAD, encode_delete, encode_put, record_size
 from kvcluster.journal.fs import FileSystem
+from kvcluster.journal.lock import lock_directory
 from kvcluster.journal.reader import Damage
 from kvcluster.journal.recovery import Entries, recover_directory
 from kvcluster.journal.retention import apply_retention
@@ -112,7 +112,7 @@ class VersionedStore:
             os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise storage_error(exc, "creating", path) from exc
-        lock_fd = _lock(path)
+        lock_fd = lock_directory(path)
         try:
             return cls(path, options, fs or FileSystem(), lock_fd)
         except BaseException:
@@ -411,18 +411,3 @@ def _discard(entries: Entries, ns: bytes, key: bytes) -> bool:
     if not space:
         del entries[ns]
     return True
-
-
-def _lock(directory: str) -> int:
-    """Hold an exclusive lock on DIR/LOCK while open: two writers would corrupt the journal."""
-    path = os.path.join(directory, "LOCK")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise storage_error(exc, "opening", path) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StorageError(f"{directory} is open in another process (lock held on {path})", path=path) from None
-    return fd

@@ -6,7 +6,6 @@ mid-write), never corruption with data behind it, and never while the store is o
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from kvcluster.errors import StorageError
 from kvcluster.journal.archive import ACTIVE_NAME, ArchiveScan, list_archives, list_raw_archives
 from kvcluster.journal.format import HeaderError, decode_header
 from kvcluster.journal.fs import FileSystem
+from kvcluster.journal.lock import lock_directory
 from kvcluster.journal.reader import Damage, RecordScan
 from kvcluster.journal.writer import JournalWriter
 
@@ -85,13 +85,11 @@ def fix_torn_tail(report: FileReport, fs: FileSystem | None = None) -> None:
     if report.archived or not damage.torn:
         raise StorageError(f"{damage}: not a torn tail of a journal; refusing to cut it", path=report.path)
     fs = fs or FileSystem()
-    lock_path = os.path.join(os.path.dirname(report.path), "LOCK")
-    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StorageError(f"{report.path} belongs to a store that is open; stop it first") from None
+        lock_fd = lock_directory(os.path.dirname(report.path))
+    except StorageError:
+        raise StorageError(f"{report.path} belongs to a store that is open; stop it first") from None
+    try:
         fd = fs.open_rw(report.path)
         writer = JournalWriter(fs, report.path, fd, fs.map(fd, os.fstat(fd).st_size), damage.offset, 0)
         try:
