@@ -140,21 +140,27 @@ class VersionedStore:
         return self.get_raw(encode_namespace(ns), encode_key(key)) is not None
 
     def scope_of(self, ns: str, key: str) -> Scope | None:
-        ns_b, key_b = encode_namespace(ns), encode_key(key)
-        if key_b in self._entries.get(ns_b, {}):
+        return self.scope_of_raw(encode_namespace(ns), encode_key(key))
+
+    def scope_of_raw(self, ns: bytes, key: bytes) -> Scope | None:
+        if key in self._entries.get(ns, {}):
             return Scope.PERMANENT
-        return Scope.EPHEMERAL if key_b in self._ephemeral.get(ns_b, {}) else None
+        return Scope.EPHEMERAL if key in self._ephemeral.get(ns, {}) else None
 
     def items(self, ns: str, scope: Scope | None = None) -> Iterator[tuple[str, tuple[Any, int]]]:
         """(key, (value, timestamp)) for every key of `ns`, from a snapshot taken now."""
         ns_b = encode_namespace(ns)
-        spaces = []
+        snapshot = [(key, self.get_raw(ns_b, key)) for key in self.keys_raw(ns_b, scope)]
+        return ((key.decode(), (unpack_value(found[0]), found[1])) for key, found in snapshot if found)
+
+    def keys_raw(self, ns: bytes, scope: Scope | None = None) -> list[bytes]:
+        """A snapshot of the keys of `ns` (of one scope, or both)."""
+        keys: list[bytes] = []
         if scope in (None, Scope.PERMANENT):
-            spaces.append(self._entries.get(ns_b, {}))
+            keys.extend(self._entries.get(ns, ()))
         if scope in (None, Scope.EPHEMERAL):
-            spaces.append(self._ephemeral.get(ns_b, {}))
-        snapshot = [item for space in spaces for item in space.items()]
-        return ((key.decode(), (unpack_value(value), ts)) for key, (value, ts) in snapshot)
+            keys.extend(self._ephemeral.get(ns, ()))
+        return keys
 
     def namespaces(self) -> list[str]:
         """Namespaces holding at least one key."""
@@ -164,8 +170,10 @@ class VersionedStore:
         """Keys in `ns`, or in the whole store."""
         if ns is None:
             return sum(map(len, self._entries.values())) + sum(map(len, self._ephemeral.values()))
-        ns_b = encode_namespace(ns)
-        return len(self._entries.get(ns_b, {})) + len(self._ephemeral.get(ns_b, {}))
+        return self.count_raw(encode_namespace(ns))
+
+    def count_raw(self, ns: bytes) -> int:
+        return len(self._entries.get(ns, ())) + len(self._ephemeral.get(ns, ()))
 
     # -- writes --------------------------------------------------------------------
 
@@ -227,6 +235,15 @@ class VersionedStore:
         if _discard(self._ephemeral, ns, key):
             return self._clock.next()
         return None
+
+    def drop_namespace_raw(self, ns: bytes) -> int:
+        """Remove every key of `ns` (journaling a removal per permanent key); returns how many."""
+        removed = len(self._ephemeral.pop(ns, ()))
+        with self.group():
+            for key in self.keys_raw(ns, Scope.PERMANENT):
+                self.delete_raw(ns, key)
+                removed += 1
+        return removed
 
     @contextmanager
     def group(self) -> Iterator[None]:

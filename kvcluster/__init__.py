@@ -1,9 +1,15 @@
 """kvcluster: a versioned, crash-resilient key-value store for one host that uses every core.
 
-The public face: errors, `Scope`, configuration. The journal on its own is
-`kvcluster.journal.VersionedStore`.
+    with kvcluster.start(data_dir="./kv-data", shards=4) as cluster:
+        users = cluster.connect().create_namespace("users")
+        users.set("u:1", {"name": "Alice"})
+
+The journal on its own is `kvcluster.journal.VersionedStore`.
 """
 
+from kvcluster.client.namespace import Namespace
+from kvcluster.client.sync import Client
+from kvcluster.cluster import Cluster, connect, start
 from kvcluster.config import Durability, Retention
 from kvcluster.errors import (
     BatchFailed,
@@ -24,11 +30,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchFailed",
+    "Client",
+    "Cluster",
     "ClusterUnavailable",
     "Durability",
     "InvalidRequest",
     "KVError",
     "KeyNotFound",
+    "Namespace",
     "NamespaceExists",
     "NamespaceFull",
     "NamespaceNotFound",
@@ -38,4 +47,6 @@ __all__ = [
     "Timeout",
     "ValueTooLarge",
     "__version__",
+    "connect",
+    "start",
 ]

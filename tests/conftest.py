@@ -8,6 +8,8 @@ import pytest
 
 from kvcluster.journal import VersionedStore
 
+pytest_plugins = ["kvtest.clusters"]
+
 
 @pytest.fixture
 def store_dir(tmp_path: Path) -> str:

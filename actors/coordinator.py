@@ -1,0 +1,451 @@
+"""The coordinator process: the cluster's manifest, its shards, and its administration.
+
+It never touches shard data. It starts (or adopts) the shards and restarts any that
+dies, keeps the namespace registry and the key quotas, and answers admin requests.
+Its loop only dispatches: poll the admin socket, the shard links and the shards'
+pidfds, run what is due, repeat.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import zmq
+
+from kvcluster.actors.links import ShardLinks
+from kvcluster.actors.namespaces import NamespaceRegistry
+from kvcluster.actors.quota import QuotaBook
+from kvcluster.actors.shard import SPIN, ShardConfig
+from kvcluster.actors.stats import ProcessStats
+from kvcluster.actors.supervision import ShardSlot
+from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
+from kvcluster.datadir import DataDir
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
+from kvcluster.router.clustermap import ClusterMap
+
+__all__ = ["CoordinatorConfig", "run_coordinator"]
+
+log = logging.getLogger("kvcluster.coordinator")
+
+ADOPT_TIMEOUT: Final = 3.0  # seconds a running shard has to answer before it is replaced
+STOP_TIMEOUT: Final = 10.0  # seconds shards have to stop before they are killed
+Envelope = list[bytes]
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    data_dir: str
+    shards: int
+    durability: str
+    buffer_size: int
+    max_message: int
+    max_namespaces: int
+
+
+class Coordinator:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        self.data = DataDir.at(config.data_dir)
+        self.data.prepare()
+        self.manifest = self._load_manifest()
+        shards = self.manifest["shards"]
+        self.limits = Limits(max_message=config.max_message)
+        self.registry = NamespaceRegistry(self.data, self.manifest, shards)
+        self.quota = QuotaBook(shards)
+        for name, (max_keys, _max_value) in self.registry.active().items():
+            self.quota.configure(name, max_keys)
+        self.map = ClusterMap(
+            self.manifest["epoch"],
+            tuple(self.manifest["endpoints"]),
+            self.data.endpoint("coordinator"),
+            tuple(self.manifest["streams"]),
+        )
+        self.slots = [
+            ShardSlot(
+                ShardConfig(
+                    config.data_dir,
+                    i,
+                    self.map.epoch,
+                    endpoint,
+                    self.map.streams[i],
+                    self.map.coordinator,
+                    self.manifest["durability"],
+                    config.buffer_size,
+                    config.max_message,
+                    SPIN if (os.cpu_count() or 1) > len(self.manifest["endpoints"]) else 0.0,
+                )
+            )
+            for i, endpoint in enumerate(self.map.endpoints)
+        ]
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.admin = self.context.socket(zmq.ROUTER)
+        self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.admin.setsockopt(zmq.MAXMSGSIZE, config.max_message)
+        self.admin.setsockopt(zmq.LINGER, 0)
+        self.links = ShardLinks(self.context, list(self.map.endpoints), self.limits)
+        self.stats = ProcessStats()
+        self.reclaiming: dict[str, list[tuple[Envelope, Request]]] = {}
+        self.stopping = False
+        self.shutdown_requested = False
+
+    def _load_manifest(self) -> dict[str, Any]:
+        try:
+            manifest = self.data.read_manifest()
+        except ClusterUnavailable:  # a new cluster
+            shards = self.config.shards
+            manifest = {
+                "shards": shards,
+                "epoch": 1,
+                "durability": self.config.durability,
+                "endpoints": [self.data.endpoint(self.data.shard_name(i)) for i in range(shards)],
+                "streams": [self.data.stream(self.data.shard_name(i)) for i in range(shards)],
+                "created": time.time_ns() // 1000,
+            }
+            self.data.write_manifest(manifest)
+        return manifest
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.admin.bind(self.map.coordinator)
+        self._start_shards()
+        log.info("coordinator serving %s (pid %d, %d shards)", self.map.coordinator, os.getpid(), len(self.slots))
+        while not self.stopping:
+            self._poll_once()
+            if self.shutdown_requested:
+                self._stop_shards()
+                self.stopping = True
+        self.links.close()
+        self.admin.close(0)
+        self.context.term()
+
+    def _poll_once(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.admin, zmq.POLLIN)
+        for socket in self.links.sockets:
+            poller.register(socket, zmq.POLLIN)
+        for slot in self.slots:
+            if slot.pidfd >= 0:
+                poller.register(slot.pidfd, zmq.POLLIN)
+        ready = dict(poller.poll(self._timeout_ms()))
+        for i, slot in enumerate(self.slots):
+            if slot.pidfd >= 0 and slot.pidfd in ready:
+                slot.died()
+            if self.links.sockets[i] in ready:
+                self.links.receive(i)
+        if self.admin in ready:
+            self._serve()
+        self.links.expire()
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.restart_at is not None and slot.restart_at <= now and not self.shutdown_requested:
+                slot.start()
+
+    def _timeout_ms(self) -> int:
+        times = [t for t in (self.links.next_deadline(), *(s.restart_at for s in self.slots)) if t is not None]
+        if not times:
+            return 1000
+        return max(0, min(1000, int((min(times) - time.monotonic()) * 1000) + 1))
+
+    def _start_shards(self) -> None:
+        """Adopt the shards a previous coordinator left running; start the others."""
+        for slot in self.slots:
+            pid = slot.recorded_pid()
+            if pid is not None:
+                slot.adopt(pid)  # ready once it answers the ping
+                answer = functools.partial(self._adopted, slot, pid)
+                self.links.call(slot.config.shard, Op.PING, [], answer, ADOPT_TIMEOUT)
+            else:
+                slot.start()
+
+    def _adopted(self, slot: ShardSlot, pid: int, reply: Reply | None) -> None:
+        if (
+            reply is not None
+            and reply.status == 0
+            and isinstance(reply.result, dict)
+            and reply.result.get("pid") == pid
+        ):
+            self._shard_ready(slot.config.shard)
+            return
+        log.warning("%s (pid %d) did not answer; replacing it", slot.name, pid)
+        slot.kill()  # its pidfd fires and the usual restart follows
+
+    def _shard_ready(self, shard: int) -> None:
+        """A shard serves: send it the namespaces; its answer reports its key quotas."""
+        slot = self.slots[shard]
+
+        def synced(reply: Reply | None) -> None:
+            if reply is None or reply.status != 0 or not isinstance(reply.result, dict):
+                log.warning("%s did not take the namespace list", slot.name)
+                return
+            for ns, (_count, limit) in reply.result.items():
+                self.quota.report(shard, ns, limit)
+            slot.ready = True
+            for name in self.registry.dropping():
+                self._drop_on(shard, name)
+
+        self.links.call(shard, Op.NS_SYNC, [self.registry.active()], synced)
+
+    def _stop_shards(self) -> None:
+        """STOP every shard, wait for them, and kill what is left at the deadline."""
+        for slot in self.slots:
+            slot.restart_at = None
+            if slot.pid is not None:
+                self.links.call(slot.config.shard, Op.STOP, [], lambda reply: None, STOP_TIMEOUT)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for slot in self.slots:
+            while slot.pid is not None and time.monotonic() < deadline:
+                for i in range(len(self.slots)):
+                    self.links.receive(i)
+                slot.wait(0.05)
+            if slot.pid is not None:
+                log.warning("%s did not stop in time; killing it", slot.name)
+                slot.kill()
+                slot.wait(5.0)
+
+    # -- admin requests --------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                frames = self.admin.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            envelope, payload = frames[:-1], frames[-1]
+            try:
+                request = decode_request(payload, self.limits.unpack_options())
+                self._dispatch(envelope, request)
+            except KVError as exc:
+                self._reply_error(envelope, request_seq(payload), exc)
+            except (TypeError, ValueError, KeyError, IndexError) as exc:  # malformed arguments
+                self._reply_error(envelope, request_seq(payload), InvalidRequest(f"bad arguments: {exc}"))
+
+    def _dispatch(self, envelope: Envelope, request: Request) -> None:
+        op, args, seq = request.op, request.args, request.seq
+        if op is Op.PING:
+            self._reply(envelope, seq, {"pid": os.getpid(), "ready": self.ready})
+        elif op is Op.CLUSTER_MAP:
+            self._reply(
+                envelope, seq, {**self.map.to_wire(), "ready": self.ready, "max_message": self.limits.max_message}
+            )
+        elif op is Op.HELLO:
+            shard, _pid, report = int(args[0]), args[1], args[2]
+            for ns, (_count, limit) in report.items():
+                self.quota.report(shard, ns, limit)
+            self._reply(envelope, seq, None)
+            self._shard_ready(shard)
+        elif op is Op.QUOTA_ASK:
+            self._quota_ask(envelope, request)
+        elif op is Op.NS_LIST:
+            self._reply(envelope, seq, self.registry.names())
+        elif op is Op.NS_CREATE:
+            self.registry.create(args[0], args[1], args[2], self.config.max_namespaces)
+            self.quota.configure(args[0], args[1])
+            self._sync_all(lambda: self._reply(envelope, seq, None))
+        elif op is Op.NS_UPDATE:
+            if self.registry.update(args[0], args[1], args[2]):
+                self.quota.configure(args[0], args[1])
+                self._sync_all(lambda: self._reset_quota(args[0], lambda: self._reply(envelope, seq, None)))
+            else:
+                self._sync_all(lambda: self._reply(envelope, seq, None))
+        elif op is Op.NS_DELETE:
+            self.registry.start_drop(args[0])
+            self.quota.forget(args[0])
+            self._sync_all(lambda: self._drop_everywhere(args[0], lambda: self._reply(envelope, seq, None)))
+        elif op is Op.NS_STATS:
+            self._namespace_stats(envelope, seq, args[0])
+        elif op is Op.CLUSTER_STATS:
+            self._cluster_stats(envelope, seq)
+        elif op is Op.ROTATE:
+            self.links.fan_out(
+                range(len(self.slots)), Op.ROTATE, [], lambda answers: self._reply(envelope, seq, None), 60.0
+            )
+        elif op is Op.SHUTDOWN:
+            self._reply(envelope, seq, None)
+            self.shutdown_requested = True
+        else:
+            raise InvalidRequest(f"operation {op.name} goes to a shard, not the coordinator")
+
+    @property
+    def ready(self) -> bool:
+        return all(slot.ready for slot in self.slots)
+
+    def _reply(self, envelope: Envelope, seq: int, result: Any) -> None:
+        self._send(envelope, encode_reply(seq, result))
+
+    def _reply_error(self, envelope: Envelope, seq: int | None, error: KVError) -> None:
+        self._send(envelope, encode_error(seq, error))
+
+    def _send(self, envelope: Envelope, payload: bytes) -> None:
+        try:
+            self.admin.send_multipart([*envelope, payload], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("reply to %r dropped: %s", envelope, exc)
+
+    # -- namespaces and quotas -------------------------------------------------------
+
+    def _sync_all(self, then: Any) -> None:
+        """Send every live shard the namespace list; `then()` when all answered."""
+
+        def synced(answers: dict[int, Reply | None]) -> None:
+            for shard, reply in answers.items():
+                if reply is not None and reply.status == 0 and isinstance(reply.result, dict):
+                    for ns, (_count, limit) in reply.result.items():
+                        self.quota.report(shard, ns, limit)
+            then()
+
+        self.links.fan_out(self._live(), Op.NS_SYNC, [self.registry.active()], synced)
+
+    def _live(self) -> list[int]:
+        return [slot.config.shard for slot in self.slots if slot.pid is not None]
+
+    def _drop_on(self, shard: int, name: str, then: Any = None) -> None:
+        def dropped(reply: Reply | None) -> None:
+            if reply is not None and reply.status == 0:
+                self.registry.dropped(name, shard)
+            if then is not None:
+                then()
+
+        self.links.call(shard, Op.NS_DROP, [name], dropped, 60.0)
+
+    def _drop_everywhere(self, name: str, then: Any) -> None:
+        live = self._live()
+        remaining = set(live)
+        if not remaining:
+            then()
+        for shard in live:
+
+            def one_done(shard: int = shard) -> None:
+                remaining.discard(shard)
+                if not remaining:
+                    then()
+
+            self._drop_on(shard, name, one_done)
+
+    def _reset_quota(self, ns: str, then: Any) -> None:
+        """After max_keys changed: every shard gives back its spare, so limits equal counts."""
+
+        def released(answers: dict[int, Reply | None]) -> None:
+            for shard, reply in answers.items():
+                if reply is not None and reply.status == 0 and type(reply.result) is int:
+                    self.quota.released(ns, shard, reply.result)
+            then()
+
+        self.links.fan_out(self._live(), Op.QUOTA_RELEASE, [ns], released)
+
+    def _quota_ask(self, envelope: Envelope, request: Request) -> None:
+        shard, ns, wanted = int(request.args[0]), str(request.args[1]), int(request.args[2])
+        if ns in self.reclaiming:
+            self.reclaiming[ns].append((envelope, request))
+            return
+        granted = self.quota.grant(ns, shard, wanted)
+        if granted > 0 or not self.quota.tracked(ns) or self.quota.unknown(ns):
+            self._reply(envelope, request.seq, granted)
+            return
+        self.reclaiming[ns] = [(envelope, request)]  # nothing free: take back other shards' spare
+
+        def released(answers: dict[int, Reply | None]) -> None:
+            for other, reply in answers.items():
+                if reply is not None and reply.status == 0 and type(reply.result) is int:
+                    self.quota.released(ns, other, reply.result)
+            for waiting_envelope, waiting in self.reclaiming.pop(ns, []):
+                asker, amount = int(waiting.args[0]), int(waiting.args[2])
+                self._reply(waiting_envelope, waiting.seq, self.quota.grant(ns, asker, amount))
+
+        others = [s for s in self.quota.holders_with_spare(ns, shard) if self.slots[s].pid is not None]
+        self.links.fan_out(others, Op.QUOTA_RELEASE, [ns], released, 1.0)
+
+    # -- statistics ------------------------------------------------------------------
+
+    def _cluster_stats(self, envelope: Envelope, seq: int) -> None:
+        def gathered(answers: dict[int, Reply | None]) -> None:
+            shards = []
+            totals: dict[str, int] = {}
+            for slot in self.slots:
+                reply = answers.get(slot.config.shard)
+                info = (
+                    reply.result if reply is not None and reply.status == 0 and isinstance(reply.result, dict) else {}
+                )
+                for ns, count in info.get("namespaces", {}).items():
+                    totals[ns] = totals.get(ns, 0) + count
+                shards.append(
+                    {
+                        "id": slot.config.shard,
+                        "pid": slot.pid,
+                        "endpoint": slot.config.endpoint,
+                        "ready": slot.ready,
+                        "restarts": slot.restarts,
+                        "keys": info.get("keys"),
+                        "journal_bytes": info.get("journal_bytes"),
+                        "ops_total": info.get("ops_total"),
+                        **self.stats.of(slot.pid),
+                    }
+                )
+            active = self.registry.active()
+            self._reply(
+                envelope,
+                seq,
+                {
+                    "data_dir": self.data.root,
+                    "address": self.map.coordinator,
+                    "epoch": self.map.epoch,
+                    "durability": self.manifest["durability"],
+                    "ready": self.ready,
+                    "coordinator": {"pid": os.getpid(), **self.stats.of(os.getpid())},
+                    "shards": shards,
+                    "namespaces": sorted(active),
+                    "namespace_stats": {
+                        name: {"keys": totals.get(name, 0), "max_keys": mk, "max_value_bytes": mv}
+                        for name, (mk, mv) in active.items()
+                    },
+                },
+            )
+
+        self.links.fan_out(self._live(), Op.SHARD_STATS, [], gathered, 2.0)
+
+    def _namespace_stats(self, envelope: Envelope, seq: int, name: Any) -> None:
+        entry = self.registry.get(name)
+
+        def counted(answers: dict[int, Reply | None]) -> None:
+            keys = sum(r.result for r in answers.values() if r is not None and r.status == 0 and type(r.result) is int)
+            self._reply(
+                envelope,
+                seq,
+                {
+                    "name": name,
+                    "keys": keys,
+                    "max_keys": entry["max_keys"],
+                    "max_value_bytes": entry["max_value_bytes"],
+                },
+            )
+
+        self.links.fan_out(self._live(), Op.COUNT, [name.encode()], counted, 2.0)
+
+
+def run_coordinator(config: CoordinatorConfig) -> None:
+    """Entry point of the coordinator process (started with the spawn method)."""
+    data = DataDir.at(config.data_dir)
+    data.prepare()
+    logging.basicConfig(
+        filename=data.log_file("coordinator"),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    coordinator = Coordinator(config)
+
+    def stop(signum: int, frame: Any) -> None:
+        coordinator.shutdown_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        coordinator.run()
+    except Exception:
+        log.exception("coordinator failed")
+        raise

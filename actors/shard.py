@@ -1,0 +1,376 @@
+"""The shard process: one journal, one ROUTER socket, one loop.
+
+The loop only dispatches: wait for messages (or the next timer), drain everything
+waiting, apply it under one journal group — one flush for the whole drained group
+when durability asks for it — then send the replies. Batching and group commit come
+from the loop, not from the callers. Requests that wait for namespace quota are
+parked, and every later request for the same namespace queues behind them, so a
+client's pipeline is answered in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import zmq
+
+from kvcluster.actors.shard_state import PARKED, ShardState
+from kvcluster.actors.streams import StreamConnection, StreamServer
+from kvcluster.codec import (
+    Limits,
+    Op,
+    Request,
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_reply,
+    encode_request,
+    request_seq,
+)
+from kvcluster.config import Durability
+from kvcluster.datadir import DataDir
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, StorageError
+from kvcluster.journal import VersionedStore
+
+__all__ = ["COORDINATOR_ID", "ShardConfig", "run_shard"]
+
+log = logging.getLogger("kvcluster.shard")
+
+COORDINATOR_ID: Final = b"coordinator"  # the routing id the coordinator's sockets use
+MAX_DRAIN: Final = 512  # requests applied under one group (one flush) at most
+MAX_ENVELOPE: Final = 4  # routing frames in front of a payload (router hops)
+DEDUP_ENTRIES: Final = 16384  # recent write replies kept for re-delivered requests
+WRITE_OPS: Final = frozenset({Op.SET, Op.UPDATE, Op.CONSUME, Op.DELETE})
+KEY_OPS: Final = WRITE_OPS | {Op.GET, Op.EXISTS}  # requests that name one key of a namespace
+COORDINATOR_OPS: Final = frozenset({Op.NS_SYNC, Op.QUOTA_RELEASE, Op.NS_DROP, Op.ROTATE, Op.STOP})
+QUOTA_ANSWER_TIMEOUT: Final = 2.0  # seconds a parked write waits for the coordinator
+# After replying, a shard keeps polling this long before it blocks: waking a sleeping
+# process costs ~15 us on a VM, more than a whole request. Only where every shard can
+# have a core of its own, or spinning would take the CPU its clients need.
+SPIN: Final = 50e-6
+_POLLIN: Final = int(zmq.POLLIN)  # plain ints: zmq's flag enums cost a Python call per test
+_POLLOUT: Final = int(zmq.POLLOUT)
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    data_dir: str
+    shard: int
+    epoch: int
+    endpoint: str  # the ZeroMQ ROUTER socket
+    stream: str  # the Unix socket of the local fast path (actors/streams.py)
+    coordinator: str
+    durability: str
+    buffer_size: int
+    max_message: int
+    spin: float = 0.0  # seconds to keep polling after a reply before sleeping (see SPIN)
+
+
+Envelope = list[bytes] | StreamConnection  # where a reply goes: ZeroMQ routing frames, or a stream
+
+
+@dataclass
+class _Outgoing:
+    envelope: Envelope
+    request: Request | None
+    reply: bytes
+
+
+class _Parked:
+    """Requests waiting for one namespace's quota answer, in arrival order."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Envelope, Request]] = deque()
+        self.since = time.monotonic()
+
+
+class ShardProcess:
+    def __init__(self, config: ShardConfig) -> None:
+        self.config = config
+        self.stopping = False
+        self.limits = Limits(max_message=config.max_message)
+        self.unpack_options = self.limits.unpack_options()
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.MAXMSGSIZE, config.max_message)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.coordinator = self.context.socket(zmq.DEALER)
+        self.coordinator.setsockopt(zmq.ROUTING_ID, DataDir.at(config.data_dir).shard_name(config.shard).encode())
+        self.coordinator.setsockopt(zmq.MAXMSGSIZE, config.max_message)
+        self.coordinator.setsockopt(zmq.LINGER, 0)
+        self.store = VersionedStore.open(
+            DataDir.at(config.data_dir).shard_dir(config.shard),
+            durability=Durability.parse(config.durability),
+            buffer_size=config.buffer_size,
+        )
+        self.state = ShardState(config.shard, self.store, config.epoch, self._ask_quota)
+        self.grouping = Durability.parse(config.durability) is Durability.ALWAYS  # one flush per drained group
+        self.spin_until = 0.0
+        self.parked: dict[bytes, _Parked] = {}
+        self.asks: dict[int, bytes] = {}  # seq of a QUOTA_ASK -> namespace
+        self.seq = 0
+        self.recent: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        self.poller = zmq.Poller()
+        self.streams = StreamServer(config.stream, config.max_message, self.poller)
+        self.wakeup, self._wakeup_writer = socket.socketpair()
+        for end in (self.wakeup, self._wakeup_writer):
+            end.setblocking(False)
+        signal.set_wakeup_fd(self._wakeup_writer.fileno())  # a signal wakes the poll at once
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.router.bind(self.config.endpoint)
+        self.coordinator.connect(self.config.coordinator)
+        namespaces = DataDir.at(self.config.data_dir).read_manifest()["namespaces"]
+        self.state.sync_namespaces({n: [c["max_keys"], c["max_value_bytes"]] for n, c in namespaces.items()})
+        self._send_hello()
+        poller = self.poller
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.coordinator, zmq.POLLIN)
+        poller.register(self.wakeup.fileno(), zmq.POLLIN)
+        listener = self.streams.listener.fileno()
+        connections = self.streams.connections
+        log.info("shard %d serving %s (pid %d)", self.config.shard, self.config.endpoint, os.getpid())
+        while not self.stopping:
+            incoming: list[tuple[Envelope, bytes]] = []
+            for item, events in poller.poll(self._poll_timeout_ms()):
+                if item is self.router:
+                    self._drain_router(incoming)
+                elif item is self.coordinator:
+                    self._coordinator_replies()
+                elif item == listener:
+                    self.streams.accept()
+                elif item in connections:
+                    connection = connections[item]
+                    if events & _POLLOUT:
+                        self.streams.flush(connection)
+                    if events & _POLLIN:
+                        incoming.extend((connection, payload) for payload in self.streams.read(connection))
+                elif item == self.wakeup.fileno():
+                    self.wakeup.recv(64)  # a signal arrived; its handler set `stopping`
+            if incoming:
+                self._serve(incoming)
+                self.spin_until = time.monotonic() + self.config.spin
+            if self.parked:
+                self._expire_parked()
+            self.store.tick()
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            self.streams.shutdown()
+            self.router.close(0)
+            self.coordinator.close(0)
+            self.context.term()
+        log.info("shard %d stopped", self.config.shard)
+
+    def _poll_timeout_ms(self) -> int:
+        if self.stopping or (self.spin_until and time.monotonic() < self.spin_until):
+            return 0  # a client that just got its answer likely asks again within microseconds
+        due = self.store.flush_due_in()
+        waits = [due] if due is not None else []
+        if self.parked:
+            waits.append(0.05)
+        return 1000 if not waits else max(0, int(min(waits) * 1000) + 1)
+
+    # -- serving ---------------------------------------------------------------------
+
+    def _drain_router(self, incoming: list[tuple[Envelope, bytes]]) -> None:
+        """Take every message waiting on the ROUTER socket (up to MAX_DRAIN)."""
+        router = self.router
+        for _ in range(MAX_DRAIN):
+            frames = router.recv_multipart(zmq.NOBLOCK)
+            if not 2 <= len(frames) <= MAX_ENVELOPE + 1:
+                self._send(frames[:1], encode_error(None, InvalidRequest("bad routing frames")))
+            else:
+                incoming.append((frames[:-1], frames[-1]))
+            if not cast(int, router.get(zmq.EVENTS)) & _POLLIN:
+                return
+
+    def _serve(self, incoming: list[tuple[Envelope, bytes]]) -> None:
+        """Apply everything that arrived as one journal group, then reply to all of it."""
+        replies: list[_Outgoing] = []
+
+        def apply() -> None:
+            for envelope, payload in incoming:
+                try:
+                    request = decode_request(payload, self.unpack_options)
+                except InvalidRequest as exc:
+                    replies.append(_Outgoing(envelope, None, encode_error(request_seq(payload), exc)))
+                    continue
+                reply = self._apply(envelope, request)
+                if reply is not PARKED:
+                    replies.append(_Outgoing(envelope, request, reply))
+
+        self._in_group(apply, replies)
+
+    def _in_group(self, apply: Callable[[], None], replies: list[_Outgoing]) -> None:
+        """Run `apply` as one journal group, then send `replies` — after its one flush.
+
+        If that flush fails, no write of the group is acknowledged: each gets the error.
+        """
+        try:
+            if self.grouping:
+                with self.store.group():
+                    apply()
+            else:
+                apply()  # no flush to share: skip the group's bookkeeping
+        except StorageError as exc:
+            log.error("journal flush failed: %s", exc)
+            for out in replies:
+                if out.request is not None and out.request.op in WRITE_OPS:
+                    out.reply = encode_error(out.request.seq, exc)
+        for out in replies:
+            self._send(out.envelope, out.reply)
+
+    def _apply(self, envelope: Envelope, request: Request) -> bytes:
+        op = request.op
+        if op in COORDINATOR_OPS:
+            if isinstance(envelope, StreamConnection) or envelope[0] != COORDINATOR_ID:
+                return encode_error(request.seq, InvalidRequest(f"{op.name} is for the coordinator only"))
+            return self._command(request)
+        ns = request.args[0] if request.args and op in KEY_OPS else None
+        if isinstance(ns, bytes) and ns in self.parked:
+            self.parked[ns].queue.append((envelope, request))  # keep the pipeline's order
+            return PARKED
+        dedup_key = (_origin(envelope), request.seq) if op in WRITE_OPS else None
+        if dedup_key is not None and dedup_key in self.recent:
+            return self.recent[dedup_key]  # a re-delivered write: answer again, apply once
+        reply = self.state.handle(request)
+        if reply is PARKED and isinstance(ns, bytes):  # only a write of a new key parks
+            self.parked.setdefault(ns, _Parked()).queue.append((envelope, request))
+            return PARKED
+        if dedup_key is not None:
+            self.recent[dedup_key] = reply
+            if len(self.recent) > DEDUP_ENTRIES:
+                self.recent.popitem(last=False)
+        return reply
+
+    def _send(self, envelope: Envelope, reply: bytes) -> None:
+        if isinstance(envelope, StreamConnection):
+            self.streams.send(envelope, reply)
+            return
+        try:
+            self.router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the peer went away (EHOSTUNREACH) or cannot take more
+            log.debug("reply to %r dropped: %s", envelope, exc)
+
+    # -- the coordinator ---------------------------------------------------------------
+
+    def _command(self, request: Request) -> bytes:
+        try:
+            if request.op is Op.NS_SYNC:
+                return encode_reply(request.seq, self.state.sync_namespaces(request.args[0]))
+            if request.op is Op.QUOTA_RELEASE:
+                ns = request.args[0].encode()
+                return encode_reply(request.seq, self.state.quotas.release(ns))
+            if request.op is Op.NS_DROP:
+                return encode_reply(request.seq, self.state.drop_namespace(request.args[0].encode()))
+            if request.op is Op.ROTATE:
+                self.store.rotate()
+                return encode_reply(request.seq, None)
+            self.stopping = True  # Op.STOP
+            return encode_reply(request.seq, None)
+        except (KVError, AttributeError, IndexError, TypeError, ValueError) as exc:
+            error = exc if isinstance(exc, KVError) else InvalidRequest(f"bad {request.op.name}: {exc}")
+            return encode_error(request.seq, error)
+
+    def _send_hello(self) -> None:
+        self.seq += 1
+        report = {ns.decode(): [self.store.count_raw(ns), self.state.quotas.limit(ns)] for ns in self.state.namespaces}
+        self.coordinator.send(encode_request(self.seq, 0, Op.HELLO, self.config.shard, os.getpid(), report))
+
+    def _ask_quota(self, ns: bytes, wanted: int) -> None:
+        self.seq += 1
+        self.asks[self.seq] = ns
+        self.coordinator.send(encode_request(self.seq, 0, Op.QUOTA_ASK, self.config.shard, ns.decode(), wanted))
+
+    def _coordinator_replies(self) -> None:
+        while True:
+            try:
+                payload = self.coordinator.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = decode_reply(payload, self.unpack_options)
+            except InvalidRequest as exc:
+                log.warning("undecodable message from the coordinator: %s", exc)
+                continue
+            ns = self.asks.pop(reply.seq, None)
+            if ns is None:
+                if reply.status != 0 or not isinstance(reply.result, dict):
+                    continue
+                self.state.sync_namespaces(reply.result)  # the answer to HELLO: the namespaces
+                continue
+            granted = reply.result if reply.status == 0 and type(reply.result) is int else 0
+            self.state.quotas.granted(ns, granted)
+            self._release_parked(ns)
+
+    def _release_parked(self, ns: bytes) -> None:
+        """Re-run the requests that waited for `ns`'s quota, in order; some may park again."""
+        parked = self.parked.pop(ns, None)
+        if parked is None:
+            return
+        replies: list[_Outgoing] = []
+
+        def apply() -> None:
+            while parked.queue:
+                envelope, request = parked.queue.popleft()
+                reply = self._apply(envelope, request)
+                if reply is PARKED:  # waits again; the rest stays queued behind it
+                    self.parked[ns].queue.extend(parked.queue)
+                    return
+                replies.append(_Outgoing(envelope, request, reply))
+
+        self._in_group(apply, replies)
+
+    def _expire_parked(self) -> None:
+        """Parked writes the coordinator never answered get ClusterUnavailable."""
+        now = time.monotonic()
+        for ns in [ns for ns, parked in self.parked.items() if now - parked.since > QUOTA_ANSWER_TIMEOUT]:
+            parked = self.parked.pop(ns)
+            self.state.quotas.granted(ns, 0)
+            error = ClusterUnavailable("the coordinator, which hands out namespace quota, did not answer")
+            for envelope, request in parked.queue:
+                self._send(envelope, encode_error(request.seq, error))
+
+
+def _origin(envelope: Envelope) -> bytes:
+    """Who sent a request, for recognising a re-delivered write."""
+    if isinstance(envelope, StreamConnection):
+        return b"stream:" + envelope.id
+    return b"\0".join(envelope)
+
+
+def run_shard(config: ShardConfig) -> None:
+    """Entry point of a shard process (started with the spawn method)."""
+    data = DataDir.at(config.data_dir)
+    logging.basicConfig(
+        filename=data.log_file(data.shard_name(config.shard)),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    shard = ShardProcess(config)
+
+    def stop(signum: int, frame: Any) -> None:
+        shard.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the whole group
+    try:
+        shard.run()
+    except Exception:
+        log.exception("shard %d failed", config.shard)
+        raise

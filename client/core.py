@@ -1,0 +1,155 @@
+"""The socket-free client core: what to send where, and what an answer means.
+
+Every public operation becomes a `Call` — which peer gets it, the operation and its
+arguments, and how to turn the reply's result into the caller's value. The sync and
+asyncio clients only move the bytes; the validation, routing, encoding and decoding
+they share live here, so both behave the same by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kvcluster.codec import Op, Reply, encode_request
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KeyNotFound, ValueTooLarge
+from kvcluster.keys import encode_key, encode_namespace
+from kvcluster.router.clustermap import ClusterMap
+from kvcluster.scope import Scope
+from kvcluster.values import pack_value, unpack_value
+
+__all__ = ["ADMIN", "READ_OPS", "Call", "ClientCore", "StaleEpoch"]
+
+ADMIN: Final = -1  # a Call's target: the coordinator (or the router, for a thin client)
+READ_OPS: Final = frozenset({Op.PING, Op.GET, Op.EXISTS, Op.COUNT, Op.CLUSTER_MAP, Op.NS_LIST, Op.NS_STATS})
+ENVELOPE_SLACK: Final = 4096  # bytes a request needs beside its value
+SCAN_PAGE: Final = 1000
+
+
+class StaleEpoch(ClusterUnavailable):
+    """The shard's cluster map is newer than the client's: refresh the map, then resend."""
+
+
+@dataclass(frozen=True)
+class Call:
+    target: int  # a shard index, or ADMIN
+    op: Op
+    args: tuple[Any, ...]
+    decode: Callable[[Any], Any]
+
+
+def _same(result: Any) -> Any:
+    return result
+
+
+def _versioned(result: Any) -> tuple[Any, int] | None:
+    return None if result is None else (unpack_value(result[0]), result[1])
+
+
+class ClientCore:
+    """Routing and encoding for one client; holds no socket."""
+
+    def __init__(self, cluster_map: ClusterMap, *, routed: bool, max_message: int) -> None:
+        self.map = cluster_map
+        self.routed = routed  # False: a thin client; its router routes every request
+        self.max_value = max(1, max_message - ENVELOPE_SLACK)
+
+    def encode(self, call: Call, seq: int) -> bytes:
+        return encode_request(seq, self.map.epoch if self.routed else 0, call.op, *call.args)
+
+    def interpret(self, reply: Reply, call: Call) -> Any:
+        """The caller's value for a reply, or the error it carries, raised."""
+        if reply.status != 0 and str(reply.result).startswith("stale_epoch"):
+            raise StaleEpoch(str(reply.result))
+        return call.decode(reply.unwrap())
+
+    # -- data operations -----------------------------------------------------------
+
+    def _target(self, ns: bytes, key: bytes) -> int:
+        return self.map.shard_for(ns, key) if self.routed else 0
+
+    def _value(self, value: Any) -> bytes:
+        packed = pack_value(value)
+        if len(packed) > self.max_value:
+            raise ValueTooLarge(f"value is {len(packed)} bytes packed; messages take at most {self.max_value}")
+        return packed
+
+    def set(self, ns: bytes, key: Any, value: Any, scope: Scope) -> Call:
+        key_b = encode_key(key)
+        if not isinstance(scope, Scope):
+            raise InvalidRequest(f"scope must be a kvcluster.Scope, not {scope!r}")
+        return Call(self._target(ns, key_b), Op.SET, (ns, key_b, self._value(value), int(scope)), _same)
+
+    def get_versioned(self, ns: bytes, key: Any) -> Call:
+        key_b = encode_key(key)
+        return Call(self._target(ns, key_b), Op.GET, (ns, key_b), _versioned)
+
+    def get(self, ns: bytes, key: Any, default: Any) -> Call:
+        key_b = encode_key(key)
+        return Call(
+            self._target(ns, key_b), Op.GET, (ns, key_b), lambda r: default if r is None else unpack_value(r[0])
+        )
+
+    def get_item(self, ns: bytes, key: Any) -> Call:
+        """`ns[key]`: like get, but a missing key is KeyNotFound (a KeyError)."""
+        key_b = encode_key(key)
+
+        def decode(result: Any) -> Any:
+            if result is None:
+                raise KeyNotFound(f"key {key!r} does not exist")
+            return unpack_value(result[0])
+
+        return Call(self._target(ns, key_b), Op.GET, (ns, key_b), decode)
+
+    def update(self, ns: bytes, key: Any, value: Any) -> Call:
+        key_b = encode_key(key)
+        call_args = (ns, key_b, self._value(value))
+        return Call(self._target(ns, key_b), Op.UPDATE, call_args, lambda r: unpack_value(r[0]))
+
+    def exists(self, ns: bytes, key: Any) -> Call:
+        key_b = encode_key(key)
+        return Call(self._target(ns, key_b), Op.EXISTS, (ns, key_b), bool)
+
+    def consume(self, ns: bytes, key: Any) -> Call:
+        key_b = encode_key(key)
+        return Call(self._target(ns, key_b), Op.CONSUME, (ns, key_b), unpack_value)
+
+    def delete(self, ns: bytes, key: Any) -> Call:
+        key_b = encode_key(key)
+        return Call(self._target(ns, key_b), Op.DELETE, (ns, key_b), bool)
+
+    def delete_item(self, ns: bytes, key: Any) -> Call:
+        """`del ns[key]`: a missing key is KeyNotFound (a KeyError)."""
+        key_b = encode_key(key)
+
+        def decode(existed: Any) -> None:
+            if not existed:
+                raise KeyNotFound(f"key {key!r} does not exist")
+
+        return Call(self._target(ns, key_b), Op.DELETE, (ns, key_b), decode)
+
+    def shards(self) -> range:
+        """The targets of a request every shard must answer (count, scan)."""
+        return range(self.map.shards if self.routed else 1)
+
+    def count(self, ns: bytes, shard: int) -> Call:
+        return Call(shard, Op.COUNT, (ns,), int)
+
+    def scan(self, ns: bytes, shard: int, cursor: int | None, scope: Scope | None) -> Call:
+        return Call(shard, Op.SCAN, (ns, cursor, SCAN_PAGE, None if scope is None else int(scope)), _same)
+
+    @staticmethod
+    def scan_page(result: Any) -> tuple[int | None, list[tuple[str, Any, int]]]:
+        cursor, rows = result
+        return cursor, [(key.decode(), unpack_value(value), ts) for key, value, ts in rows]
+
+    # -- administration ------------------------------------------------------------
+
+    @staticmethod
+    def admin(op: Op, *args: Any, decode: Callable[[Any], Any] = _same) -> Call:
+        return Call(ADMIN, op, args, decode)
+
+    @staticmethod
+    def namespace_name(name: Any) -> bytes:
+        return encode_namespace(name)

@@ -1,0 +1,138 @@
+"""`Namespace`: the proxy for one namespace — the single-key API and the mapping protocol.
+
+Proxies are picklable: a copy sent to another process (a `multiprocess.Pool` worker,
+spawned or forked) connects there by itself, sharing one client per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from kvcluster.client.forks import fork_generation
+from kvcluster.codec import Op
+from kvcluster.scope import Scope
+
+if TYPE_CHECKING:
+    from kvcluster.client.sync import Client
+
+__all__ = ["Namespace", "shared_client"]
+
+
+class Namespace:
+    """The keys of one namespace. Methods raise KVError subclasses; a timeout is `Timeout`."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+        self._ns = client.core.namespace_name(name)
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.name!r} at {self.client.target.address!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_namespace, (self.client.target.address, self.client.timeout, self.name))
+
+    # -- single keys -----------------------------------------------------------------
+
+    def set(self, key: str, value: Any, *, scope: Scope = Scope.PERMANENT) -> int:
+        """Store `value` under `key`; returns the write's timestamp (µs since the epoch)."""
+        return int(self.client.run(self.client.core.set(self._ns, key, value, scope)))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.client.run(self.client.core.get(self._ns, key, default))
+
+    def get_versioned(self, key: str) -> tuple[Any, int] | None:
+        """(value, timestamp) of `key`, or None."""
+        result: tuple[Any, int] | None = self.client.run(self.client.core.get_versioned(self._ns, key))
+        return result
+
+    def update(self, key: str, value: Any) -> Any:
+        """Replace the value of an existing key; returns the old value. KeyNotFound if absent."""
+        return self.client.run(self.client.core.update(self._ns, key, value))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.client.run(self.client.core.exists(self._ns, key)))
+
+    def consume(self, key: str) -> Any:
+        """Atomically read and delete `key`; returns its value. KeyNotFound if absent."""
+        return self.client.run(self.client.core.consume(self._ns, key))
+
+    def delete(self, key: str) -> bool:
+        """Delete `key`; True if it existed."""
+        return bool(self.client.run(self.client.core.delete(self._ns, key)))
+
+    # -- the mapping protocol ------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.client.run(self.client.core.get_item(self._ns, key))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.client.run(self.client.core.delete_item(self._ns, key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.exists(key)
+
+    def __len__(self) -> int:
+        core = self.client.core
+        return sum(self.client.run(core.count(self._ns, shard)) for shard in core.shards())
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _value, _ts in self._scan(None))
+
+    def keys(self) -> Iterator[str]:
+        return iter(self)
+
+    def items(self, *, scope: Scope | None = None) -> Iterator[tuple[str, Any]]:
+        """(key, value) pairs, streamed shard by shard in pages; never one giant message.
+
+        Keys present for the whole scan are returned exactly once; keys written or
+        deleted during it may or may not be.
+        """
+        return ((key, value) for key, value, _ts in self._scan(scope))
+
+    def values(self) -> Iterator[Any]:
+        return (value for _key, value, _ts in self._scan(None))
+
+    def get_all(self, *, scope: Scope | None = None) -> dict[str, tuple[Any, int]]:
+        """{key: (value, timestamp)} of the whole namespace (or of one scope)."""
+        return {key: (value, ts) for key, value, ts in self._scan(scope)}
+
+    def _scan(self, scope: Scope | None) -> Iterator[tuple[str, Any, int]]:
+        core = self.client.core
+        for shard in core.shards():
+            cursor: int | None = None
+            while True:
+                page = self.client.run(core.scan(self._ns, shard, cursor, scope))
+                cursor, rows = core.scan_page(page)
+                yield from rows
+                if cursor is None:
+                    break
+
+    def stats(self) -> dict[str, Any]:
+        """Keys held and the namespace's limits."""
+        return dict(self.client.run(self.client.core.admin(Op.NS_STATS, self.name)))
+
+
+_shared: dict[tuple[str, float, int], Client] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(address: str, timeout: float) -> Client:
+    """One client per (address, timeout) in this process, made on first use."""
+    from kvcluster.client.sync import Client
+
+    key = (address, timeout, fork_generation())
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            client = _shared[key] = Client(address, timeout=timeout)
+        return client
+
+
+def _restore_namespace(address: str, timeout: float, name: str) -> Namespace:
+    return Namespace(shared_client(address, timeout), name)

@@ -1,0 +1,183 @@
+"""`Client`: the synchronous client, a thin adapter that moves the core's bytes over ZeroMQ.
+
+The client routes each request straight to the shard that owns its key, over the
+shard's local fast path (a Unix stream socket) or, for a cluster reached through a
+router, over ZeroMQ; administration goes to the coordinator over ZeroMQ. A request waits for the reply with its
+own sequence number until the deadline; a reply that comes later is dropped when it
+arrives, never taken for another request's. A timeout is `Timeout`, never a miss.
+One thread at a time uses a Client (calls are serialised by a lock); after `fork()`
+the child builds its own sockets and never touches its parent's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+from typing import Any
+
+import zmq
+
+from kvcluster.client.connection import Target, resolve
+from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
+from kvcluster.client.forks import fork_generation
+from kvcluster.client.links import ConnectionLost, StreamLink, ZmqLink
+from kvcluster.client.namespace import Namespace
+from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
+from kvcluster.router.clustermap import ClusterMap
+
+__all__ = ["Client"]
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class Client:
+    """A connection to one cluster. Use `kvcluster.connect(address)` to make one."""
+
+    def __init__(self, address: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not timeout > 0:
+            raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
+        self.timeout = float(timeout)
+        self.target: Target = resolve(address)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._generation = -1
+        self._open()
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """(Re)build the links: at first use, and in a child after fork()."""
+        self._generation = fork_generation()
+        self._seq = itertools.count(1)  # one sequence for all links: replies never collide
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._identity = secrets.token_bytes(8)
+        self._limits = Limits()
+        self._admin = ZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits)
+        self._links: dict[int, ZmqLink | StreamLink] = {}
+        bootstrap = ClientCore(
+            ClusterMap(1, ("",), self.target.admin_endpoint), routed=False, max_message=DEFAULT_MAX_MESSAGE
+        )
+        self.core = bootstrap
+        self.core = ClientCore(self._fetch_map(), routed=self.target.routed, max_message=self._limits.max_message)
+
+    def _fetch_map(self) -> ClusterMap:
+        """Ask the coordinator (or router) for the cluster map; fall back on the manifest."""
+        try:
+            info = self._exchange(self._admin, self.core.admin(Op.CLUSTER_MAP), min(self.timeout, 5.0))
+        except Timeout:
+            fallback = self.target.manifest_map()
+            if fallback is None:
+                raise ClusterUnavailable(f"nothing answers at {self.target.admin_endpoint}") from None
+            return fallback  # the coordinator is restarting: the shards still serve
+        self._limits = Limits(max_message=int(info.get("max_message", DEFAULT_MAX_MESSAGE)))
+        return ClusterMap.from_wire(info)
+
+    def _link_for(self, target: int) -> ZmqLink | StreamLink:
+        if target == ADMIN:
+            return self._admin
+        link = self._links.get(target)
+        if link is None:
+            cluster_map = self.core.map
+            if self.target.routed and cluster_map.streams:
+                link = StreamLink(cluster_map.streams[target], self._limits, self.timeout)  # the local fast path
+            else:
+                link = ZmqLink(self._context, cluster_map.endpoints[target], self._identity, self._limits)
+            self._links[target] = link
+        return link
+
+    def _exchange(self, link: ZmqLink | StreamLink, call: Call, timeout: float) -> Any:
+        seq = next(self._seq)
+        reply = link.exchange(self.core.encode(call, seq), seq, timeout)
+        return self.core.interpret(reply, call)
+
+    def run(self, call: Call) -> Any:
+        """Send one call and return its decoded result (the adapter's only verb)."""
+        with self._lock:
+            if self._closed:
+                raise ClusterUnavailable("the client is closed")
+            if self._generation != fork_generation():
+                self._open()  # a forked child: fresh links, the parent's are left alone
+            try:
+                return self._exchange(self._link_for(call.target), call, self.timeout)
+            except StaleEpoch:
+                self._refresh()
+            except ConnectionLost:
+                if call.op not in READ_OPS:
+                    raise  # a write's outcome is unknown: the caller decides
+            return self._exchange(self._link_for(call.target), call, self.timeout)
+
+    def _refresh(self) -> None:
+        """The cluster map changed (a resize): fetch it and rebuild the shard links."""
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        self.core.map = self._fetch_map()
+
+    def run_all(self, calls: list[Call]) -> list[Any]:
+        return [self.run(call) for call in calls]
+
+    # -- administration --------------------------------------------------------------
+
+    def namespace(self, name: str) -> Namespace:
+        """A proxy for namespace `name`; NamespaceNotFound if it does not exist."""
+        self.run(self.core.admin(Op.NS_STATS, name))
+        return Namespace(self, name)
+
+    def create_namespace(self, name: str, *, max_keys: int = 0, max_value_bytes: int = 0) -> Namespace:
+        """Create a namespace (0: no limit); NamespaceExists if it does."""
+        self.core.namespace_name(name)
+        self.run(self.core.admin(Op.NS_CREATE, name, max_keys, max_value_bytes))
+        return Namespace(self, name)
+
+    def update_namespace(self, name: str, *, max_keys: int | None = None, max_value_bytes: int | None = None) -> None:
+        self.run(self.core.admin(Op.NS_UPDATE, name, max_keys, max_value_bytes))
+
+    def delete_namespace(self, name: str) -> None:
+        self.run(self.core.admin(Op.NS_DELETE, name))
+
+    def namespaces(self) -> list[str]:
+        return list(self.run(self.core.admin(Op.NS_LIST)))
+
+    def stats(self) -> dict[str, Any]:
+        """The object `kvcluster status --json` prints."""
+        return dict(self.run(self.core.admin(Op.CLUSTER_STATS)))
+
+    def rotate_journals(self) -> None:
+        """Rotate the journal of every shard now."""
+        self.run(self.core.admin(Op.ROTATE))
+
+    def shutdown(self) -> None:
+        """Stop the whole cluster (what `kvcluster stop` does)."""
+        self.run(self.core.admin(Op.SHUTDOWN))
+
+    def ping(self) -> dict[str, Any]:
+        return dict(self.run(self.core.admin(Op.PING)))
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._generation == fork_generation():
+                for link in self._links.values():
+                    link.close()
+                self._context.destroy(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled, a client is its address: the copy connects in its own process."""
+        return (Client._restore, (self.target.address, self.timeout))
+
+    @staticmethod
+    def _restore(address: str, timeout: float) -> Client:
+        return Client(address, timeout=timeout)

@@ -1,0 +1,175 @@
+"""Starting a cluster and connecting to one: `kvcluster.start()` and `kvcluster.connect()`.
+
+`start()` launches the supervisor as a fresh interpreter (so the caller's script
+needs no `__main__` guard), waits until every shard answers, and returns a `Cluster`
+handle that stops it — on `stop()`, at the end of a `with` block, at interpreter exit,
+or when the calling program dies (the supervisor watches it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from kvcluster.actors.coordinator import CoordinatorConfig
+from kvcluster.actors.supervisor import SupervisorConfig
+from kvcluster.client.sync import Client
+from kvcluster.codec import DEFAULT_MAX_MESSAGE
+from kvcluster.config import DEFAULT_BUFFER_SIZE, Durability
+from kvcluster.datadir import DataDir, PidLock
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
+
+__all__ = ["Cluster", "connect", "launch", "start", "wait_until_ready"]
+
+DEFAULT_START_TIMEOUT = 60.0
+
+
+def connect(address: str | os.PathLike[str], *, timeout: float = 10.0) -> Client:
+    """A client of the cluster at `address`: a data directory, or a router's tcp:// address."""
+    return Client(address, timeout=timeout)
+
+
+def _config(
+    data_dir: str, shards: int | None, durability: str | Durability, max_namespaces: int, buffer_size: int
+) -> CoordinatorConfig:
+    count = (os.cpu_count() or 1) if shards is None else shards
+    if type(count) is not int or not 1 <= count <= 1024:
+        raise InvalidRequest(f"shards must be 1..1024, not {shards!r}")
+    if type(max_namespaces) is not int or max_namespaces < 0:
+        raise InvalidRequest(f"max_namespaces must be >= 0 (0: no limit), not {max_namespaces!r}")
+    return CoordinatorConfig(
+        data_dir=os.path.abspath(data_dir),
+        shards=count,
+        durability=Durability.parse(durability).value,
+        buffer_size=buffer_size,
+        max_message=DEFAULT_MAX_MESSAGE,
+        max_namespaces=max_namespaces,
+    )
+
+
+def _check_shard_count(path: str, shards: int | None) -> None:
+    """An existing cluster keeps its shard count; changing it is `resize`, not `start`."""
+    try:
+        recorded = DataDir.at(path).read_manifest()["shards"]
+    except ClusterUnavailable:
+        return
+    if shards is not None and shards != recorded:
+        raise InvalidRequest(f"the cluster at {path} has {recorded} shards, not {shards} (use resize to grow it)")
+
+
+def launch(config: SupervisorConfig, *, detach: bool) -> subprocess.Popen[bytes]:
+    """Start the supervisor process; `detach` puts it in its own session (a daemon)."""
+    data = DataDir.at(config.coordinator.data_dir)
+    data.prepare()
+    if PidLock(data.pidfile).held_elsewhere():
+        raise ClusterUnavailable(f"a cluster is already running on {data.root}")
+    log = open(data.log_file("supervisor.stderr"), "ab")  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kvcluster.actors.supervisor", config.to_json()],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=detach,
+            close_fds=True,
+        )
+    finally:
+        log.close()
+
+
+def wait_until_ready(data_dir: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Return once every shard serves; ClusterUnavailable if the cluster died or timed out."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ClusterUnavailable(f"the cluster exited with {process.returncode}; see {DataDir.at(data_dir).logs}")
+        try:
+            with Client(data_dir, timeout=1.0) as client:
+                if client.ping().get("ready"):
+                    return
+        except KVError as exc:
+            last = exc
+        time.sleep(0.05)
+    logs = DataDir.at(data_dir).logs
+    raise ClusterUnavailable(f"the cluster at {data_dir} was not ready in {timeout:g} s ({last}); see {logs}")
+
+
+class Cluster:
+    """A running cluster started by this program; stopping it stops every process."""
+
+    def __init__(self, data_dir: str, process: subprocess.Popen[bytes], temporary: bool) -> None:
+        self.data_dir = data_dir
+        self.process = process
+        self.temporary = temporary
+        self._clients: list[Client] = []
+        atexit.register(self.stop)
+
+    @property
+    def address(self) -> str:
+        return self.data_dir
+
+    def connect(self, *, timeout: float = 10.0) -> Client:
+        client = Client(self.data_dir, timeout=timeout)
+        self._clients.append(client)
+        return client
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the cluster gracefully (SIGTERM), forcefully after `timeout`."""
+        atexit.unregister(self.stop)
+        for client in self._clients:
+            client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.temporary:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    shards: int | None = None,
+    durability: str | Durability = Durability.INTERVAL,
+    max_namespaces: int = 0,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    timeout: float = DEFAULT_START_TIMEOUT,
+) -> Cluster:
+    """Start a local cluster in child processes and wait until it serves.
+
+    `data_dir` defaults to a temporary directory removed on stop; `shards` to one per
+    core. The cluster stops with `Cluster.stop()`, at the end of a `with` block, at
+    interpreter exit, or when this process dies.
+    """
+    temporary = data_dir is None
+    path = tempfile.mkdtemp(prefix="kvcluster-") if data_dir is None else os.path.abspath(os.fspath(data_dir))
+    _check_shard_count(path, shards)
+    config = SupervisorConfig(_config(path, shards, durability, max_namespaces, buffer_size), watch_parent=os.getpid())
+    process = launch(config, detach=False)
+    try:
+        wait_until_ready(path, process, timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return Cluster(path, process, temporary)
