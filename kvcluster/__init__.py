@@ -7,6 +7,7 @@
 The journal on its own is `kvcluster.journal.VersionedStore`.
 """
 
+from kvcluster.client.aio import AsyncClient, AsyncNamespace
 from kvcluster.client.namespace import Namespace
 from kvcluster.client.sync import Client
 from kvcluster.cluster import Cluster, connect, start
@@ -29,6 +30,8 @@ from kvcluster.scope import Scope
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "AsyncNamespace",
     "BatchFailed",
     "Client",
     "Cluster",

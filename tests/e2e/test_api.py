@@ -1,4 +1,5 @@
-"""Every single-key call and every error, against a real cluster."""
+"""Every single-key call and every error, against a real cluster, through the sync and
+the asyncio client (the `api` fixture runs each test once with each)."""
 
 from __future__ import annotations
 
@@ -21,55 +22,55 @@ from kvcluster import (
 pytestmark = pytest.mark.slow
 
 
-def test_set_returns_increasing_timestamps_and_get_reads_back(fresh_ns: Namespace) -> None:
-    first = fresh_ns.set("a", {"name": "Alice"})
-    second = fresh_ns.set("a", {"name": "Alicia"})
+def test_set_returns_increasing_timestamps_and_get_reads_back(api: Any) -> None:
+    first = api.set("a", {"name": "Alice"})
+    second = api.set("a", {"name": "Alicia"})
     assert isinstance(first, int) and second > first
-    assert fresh_ns.get("a") == {"name": "Alicia"}
-    assert fresh_ns.get_versioned("a") == ({"name": "Alicia"}, second)
-    assert fresh_ns.get("missing") is None
-    assert fresh_ns.get("missing", default=7) == 7
-    assert fresh_ns.get_versioned("missing") is None
+    assert api.get("a") == {"name": "Alicia"}
+    assert api.get_versioned("a") == ({"name": "Alicia"}, second)
+    assert api.get("missing") is None
+    assert api.get("missing", default=7) == 7
+    assert api.get_versioned("missing") is None
 
 
 @pytest.mark.parametrize(
     "value", [None, True, 0, -(2**63), 2**64 - 1, 1.5, "", "ü", b"\x00" * 10, [1, [2]], {"a": {"b": None}}, {1: "x"}]
 )
-def test_every_msgpack_type_round_trips(fresh_ns: Namespace, value: Any) -> None:
-    fresh_ns.set("k", value)
-    assert fresh_ns.get("k") == value
+def test_every_msgpack_type_round_trips(api: Any, value: Any) -> None:
+    api.set("k", value)
+    assert api.get("k") == value
 
 
 @pytest.mark.parametrize("value", [object(), {1, 2}, 2**64, complex(1, 1)], ids=repr)
-def test_values_msgpack_cannot_carry_are_refused_in_the_client(fresh_ns: Namespace, value: Any) -> None:
+def test_values_msgpack_cannot_carry_are_refused_in_the_client(api: Any, value: Any) -> None:
     with pytest.raises(InvalidRequest, match="cannot be stored"):
-        fresh_ns.set("k", value)
-    assert "k" not in fresh_ns
+        api.set("k", value)
+    assert not api.exists("k")
 
 
 @pytest.mark.parametrize("key", ["", "x" * 1025, 5, b"bytes", None])
-def test_bad_keys_are_refused(fresh_ns: Namespace, key: Any) -> None:
+def test_bad_keys_are_refused(api: Any, key: Any) -> None:
     with pytest.raises(InvalidRequest):
-        fresh_ns.set(key, 1)
+        api.set(key, 1)
     with pytest.raises(InvalidRequest):
-        fresh_ns.get(key)
+        api.get(key)
 
 
-def test_update_consume_exists_delete(fresh_ns: Namespace) -> None:
+def test_update_consume_exists_delete(api: Any) -> None:
     with pytest.raises(KeyNotFound):
-        fresh_ns.update("k", 1)
-    assert "k" not in fresh_ns
-    fresh_ns.set("k", 1)
-    assert fresh_ns.update("k", 2) == 1
-    assert fresh_ns.get("k") == 2
-    assert fresh_ns.exists("k")
-    assert fresh_ns.consume("k") == 2
-    assert not fresh_ns.exists("k")
+        api.update("k", 1)
+    assert not api.exists("k")
+    api.set("k", 1)
+    assert api.update("k", 2) == 1
+    assert api.get("k") == 2
+    assert api.exists("k")
+    assert api.consume("k") == 2
+    assert not api.exists("k")
     with pytest.raises(KeyNotFound):
-        fresh_ns.consume("k")
-    fresh_ns.set("d", 1)
-    assert fresh_ns.delete("d") is True
-    assert fresh_ns.delete("d") is False
+        api.consume("k")
+    api.set("d", 1)
+    assert api.delete("d") is True
+    assert api.delete("d") is False
 
 
 def test_the_mapping_protocol(fresh_ns: Namespace) -> None:
@@ -87,22 +88,22 @@ def test_the_mapping_protocol(fresh_ns: Namespace) -> None:
     assert list(fresh_ns.values()) == [[2]]
 
 
-def test_items_and_get_all_page_through_every_shard(fresh_ns: Namespace) -> None:
+def test_items_and_get_all_page_through_every_shard(api: Any) -> None:
     expected = {f"key-{i:05d}": {"i": i} for i in range(2500)}  # more than two pages per shard
-    stamps = {key: fresh_ns.set(key, value) for key, value in expected.items()}
-    assert dict(fresh_ns.items()) == expected
-    assert fresh_ns.get_all() == {key: (value, stamps[key]) for key, value in expected.items()}
-    assert len(fresh_ns) == 2500
+    stamps = {key: api.set(key, value) for key, value in expected.items()}
+    assert dict(api.items()) == expected
+    assert api.get_all() == {key: (value, stamps[key]) for key, value in expected.items()}
+    assert len(api) == 2500
 
 
-def test_scopes_filter_get_all(fresh_ns: Namespace) -> None:
-    fresh_ns.set("p", 1)
-    fresh_ns.set("e", 2, scope=Scope.EPHEMERAL)
-    assert set(fresh_ns.get_all(scope=Scope.PERMANENT)) == {"p"}
-    assert set(fresh_ns.get_all(scope=Scope.EPHEMERAL)) == {"e"}
-    assert set(fresh_ns.get_all()) == {"p", "e"}
+def test_scopes_filter_get_all(api: Any) -> None:
+    api.set("p", 1)
+    api.set("e", 2, scope=Scope.EPHEMERAL)
+    assert set(api.get_all(scope=Scope.PERMANENT)) == {"p"}
+    assert set(api.get_all(scope=Scope.EPHEMERAL)) == {"e"}
+    assert set(api.get_all()) == {"p", "e"}
     with pytest.raises(InvalidRequest):
-        fresh_ns.set("x", 1, scope="permanent")  # type: ignore[arg-type]
+        api.set("x", 1, scope="permanent")
 
 
 def test_namespace_administration(client: Client) -> None:

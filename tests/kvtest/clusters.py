@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +35,45 @@ def fresh_ns(client: Client, request: pytest.FixtureRequest) -> Iterator[kvclust
     namespace = client.create_namespace(name)
     yield namespace
     client.delete_namespace(name)
+
+
+class AwaitedNamespace:
+    """An AsyncNamespace driven from synchronous test code: each call runs to completion
+    on the fixture's event loop, so one test body checks both clients."""
+
+    def __init__(self, namespace: kvcluster.AsyncNamespace, loop: asyncio.AbstractEventLoop) -> None:
+        self.namespace = namespace
+        self.loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.namespace, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if hasattr(result, "__aiter__"):
+                return iter(self.loop.run_until_complete(_collect(result)))
+            return self.loop.run_until_complete(result)
+
+        return call
+
+    def __len__(self) -> int:
+        return int(self.loop.run_until_complete(self.namespace.count()))
+
+
+async def _collect(iterator: Any) -> list[Any]:
+    return [item async for item in iterator]
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, cluster: Cluster, fresh_ns: kvcluster.Namespace) -> Iterator[Any]:
+    """The single-key API of a fresh namespace, through the sync and the asyncio client."""
+    if request.param == "sync":
+        yield fresh_ns
+        return
+    loop = asyncio.new_event_loop()
+    client = loop.run_until_complete(kvcluster.AsyncClient.connect(cluster.data_dir))
+    try:
+        yield AwaitedNamespace(loop.run_until_complete(client.namespace(fresh_ns.name)), loop)
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()

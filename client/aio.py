@@ -1,0 +1,215 @@
+"""`AsyncClient`: the asyncio client. It mirrors `Client` with `await`, and keeps many
+requests in flight at once (each awaits its own reply; none waits for another's).
+
+    client = await kvcluster.AsyncClient.connect("./kv-data")
+    users = await client.namespace("users")
+    ts = await users.set("u:1", {"name": "Alice"})
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zmq.asyncio
+
+from kvcluster.client.aio_links import AsyncStreamLink, AsyncZmqLink
+from kvcluster.client.connection import Target, resolve
+from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
+from kvcluster.client.forks import fork_generation
+from kvcluster.client.links import ConnectionLost
+from kvcluster.client.sync import DEFAULT_TIMEOUT
+from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
+from kvcluster.router.clustermap import ClusterMap
+from kvcluster.scope import Scope
+
+__all__ = ["AsyncClient", "AsyncNamespace"]
+
+
+class AsyncClient:
+    """A connection to one cluster for asyncio code. Make one with `await AsyncClient.connect(...)`."""
+
+    def __init__(self, address: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not timeout > 0:
+            raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
+        self.timeout = float(timeout)
+        self.target: Target = resolve(address)
+        self._generation = -1
+        self._closed = False
+        self.core = ClientCore(
+            ClusterMap(1, ("",), self.target.admin_endpoint), routed=False, max_message=DEFAULT_MAX_MESSAGE
+        )
+
+    @classmethod
+    async def connect(cls, address: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> AsyncClient:
+        client = cls(address, timeout=timeout)
+        await client._open()
+        return client
+
+    async def _open(self) -> None:
+        self._generation = fork_generation()
+        self._seq = itertools.count(1)
+        self._context = zmq.asyncio.Context()
+        self._identity = secrets.token_bytes(8)
+        self._limits = Limits()
+        self._admin = AsyncZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits)
+        self._links: dict[int, AsyncStreamLink | AsyncZmqLink] = {}
+        self.core = ClientCore(await self._fetch_map(), routed=self.target.routed, max_message=self._limits.max_message)
+
+    async def _fetch_map(self) -> ClusterMap:
+        try:
+            info = await self._exchange(self._admin, self.core.admin(Op.CLUSTER_MAP), min(self.timeout, 5.0))
+        except Timeout:
+            fallback = self.target.manifest_map()
+            if fallback is None:
+                raise ClusterUnavailable(f"nothing answers at {self.target.admin_endpoint}") from None
+            return fallback
+        self._limits = Limits(max_message=int(info.get("max_message", DEFAULT_MAX_MESSAGE)))
+        return ClusterMap.from_wire(info)
+
+    def _link_for(self, target: int) -> AsyncStreamLink | AsyncZmqLink:
+        if target == ADMIN:
+            return self._admin
+        link = self._links.get(target)
+        if link is None:
+            cluster_map = self.core.map
+            if self.target.routed and cluster_map.streams:
+                link = AsyncStreamLink(cluster_map.streams[target], self._limits)
+            else:
+                link = AsyncZmqLink(self._context, cluster_map.endpoints[target], self._identity, self._limits)
+            self._links[target] = link
+        return link
+
+    async def _exchange(self, link: AsyncStreamLink | AsyncZmqLink, call: Call, timeout: float) -> Any:
+        seq = next(self._seq)
+        reply = await link.exchange(self.core.encode(call, seq), seq, timeout)
+        return self.core.interpret(reply, call)
+
+    async def run(self, call: Call) -> Any:
+        if self._closed:
+            raise ClusterUnavailable("the client is closed")
+        if self._generation != fork_generation():
+            await self._open()  # first use, or a forked child: links of its own
+        try:
+            return await self._exchange(self._link_for(call.target), call, self.timeout)
+        except StaleEpoch:
+            await self._refresh()
+        except ConnectionLost:
+            if call.op not in READ_OPS:
+                raise
+        return await self._exchange(self._link_for(call.target), call, self.timeout)
+
+    async def _refresh(self) -> None:
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        self.core.map = await self._fetch_map()
+
+    # -- administration --------------------------------------------------------------
+
+    async def namespace(self, name: str) -> AsyncNamespace:
+        await self.run(self.core.admin(Op.NS_STATS, name))
+        return AsyncNamespace(self, name)
+
+    async def create_namespace(self, name: str, *, max_keys: int = 0, max_value_bytes: int = 0) -> AsyncNamespace:
+        self.core.namespace_name(name)
+        await self.run(self.core.admin(Op.NS_CREATE, name, max_keys, max_value_bytes))
+        return AsyncNamespace(self, name)
+
+    async def update_namespace(
+        self, name: str, *, max_keys: int | None = None, max_value_bytes: int | None = None
+    ) -> None:
+        await self.run(self.core.admin(Op.NS_UPDATE, name, max_keys, max_value_bytes))
+
+    async def delete_namespace(self, name: str) -> None:
+        await self.run(self.core.admin(Op.NS_DELETE, name))
+
+    async def namespaces(self) -> list[str]:
+        return list(await self.run(self.core.admin(Op.NS_LIST)))
+
+    async def stats(self) -> dict[str, Any]:
+        return dict(await self.run(self.core.admin(Op.CLUSTER_STATS)))
+
+    async def rotate_journals(self) -> None:
+        await self.run(self.core.admin(Op.ROTATE))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._generation == fork_generation():
+            for link in [*self._links.values(), self._admin]:
+                link.close()
+            self._context.destroy(linger=0)
+
+    async def __aenter__(self) -> AsyncClient:
+        if self._generation != fork_generation():
+            await self._open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class AsyncNamespace:
+    """`Namespace` for asyncio: the same methods, awaited."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        self._ns = client.core.namespace_name(name)
+
+    def __repr__(self) -> str:
+        return f"AsyncNamespace({self.name!r} at {self.client.target.address!r})"
+
+    async def set(self, key: str, value: Any, *, scope: Scope = Scope.PERMANENT) -> int:
+        return int(await self.client.run(self.client.core.set(self._ns, key, value, scope)))
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        return await self.client.run(self.client.core.get(self._ns, key, default))
+
+    async def get_versioned(self, key: str) -> tuple[Any, int] | None:
+        result: tuple[Any, int] | None = await self.client.run(self.client.core.get_versioned(self._ns, key))
+        return result
+
+    async def update(self, key: str, value: Any) -> Any:
+        return await self.client.run(self.client.core.update(self._ns, key, value))
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self.client.run(self.client.core.exists(self._ns, key)))
+
+    async def consume(self, key: str) -> Any:
+        return await self.client.run(self.client.core.consume(self._ns, key))
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self.client.run(self.client.core.delete(self._ns, key)))
+
+    async def count(self) -> int:
+        """The number of keys (`len()` of the sync proxy)."""
+        core = self.client.core
+        return sum([await self.client.run(core.count(self._ns, shard)) for shard in core.shards()])
+
+    async def items(self, *, scope: Scope | None = None) -> AsyncIterator[tuple[str, Any]]:
+        async for key, value, _ts in self._scan(scope):
+            yield key, value
+
+    async def get_all(self, *, scope: Scope | None = None) -> dict[str, tuple[Any, int]]:
+        return {key: (value, ts) async for key, value, ts in self._scan(scope)}
+
+    async def _scan(self, scope: Scope | None) -> AsyncIterator[tuple[str, Any, int]]:
+        core = self.client.core
+        for shard in core.shards():
+            cursor: int | None = None
+            while True:
+                cursor, rows = core.scan_page(await self.client.run(core.scan(self._ns, shard, cursor, scope)))
+                for row in rows:
+                    yield row
+                if cursor is None:
+                    break
+
+    async def stats(self) -> dict[str, Any]:
+        return dict(await self.client.run(self.client.core.admin(Op.NS_STATS, self.name)))
