@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -21,13 +22,14 @@ import zmq
 from kvcluster.actors.links import ShardLinks
 from kvcluster.actors.namespaces import NamespaceRegistry
 from kvcluster.actors.quota import QuotaBook
-from kvcluster.actors.shard import SPIN, ShardConfig
+from kvcluster.actors.shard import SPIN, ShardConfig, run_shard
 from kvcluster.actors.stats import ProcessStats
-from kvcluster.actors.supervision import ShardSlot
+from kvcluster.actors.supervision import ActorSlot
 from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
 from kvcluster.datadir import DataDir
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
 from kvcluster.router.clustermap import ClusterMap
+from kvcluster.router.proxy import RouterConfig, run_router
 
 __all__ = ["CoordinatorConfig", "run_coordinator"]
 
@@ -46,6 +48,7 @@ class CoordinatorConfig:
     buffer_size: int
     max_message: int
     max_namespaces: int
+    listen: str | None = None  # serve remote clients through a router process at this address
 
 
 class Coordinator:
@@ -67,7 +70,9 @@ class Coordinator:
             tuple(self.manifest["streams"]),
         )
         self.slots = [
-            ShardSlot(
+            ActorSlot(
+                self.data.shard_name(i),
+                run_shard,
                 ShardConfig(
                     config.data_dir,
                     i,
@@ -79,7 +84,8 @@ class Coordinator:
                     config.buffer_size,
                     config.max_message,
                     SPIN if (os.cpu_count() or 1) > len(self.manifest["endpoints"]) else 0.0,
-                )
+                ),
+                self.data.run,
             )
             for i, endpoint in enumerate(self.map.endpoints)
         ]
@@ -90,6 +96,16 @@ class Coordinator:
         self.admin.setsockopt(zmq.LINGER, 0)
         self.links = ShardLinks(self.context, list(self.map.endpoints), self.limits)
         self.stats = ProcessStats()
+        self.router: ActorSlot[RouterConfig] | None = None
+        if config.listen:
+            router_config = RouterConfig(
+                config.data_dir, config.listen, self.map.coordinator, self.map.endpoints, config.max_message
+            )
+            self.router = ActorSlot("router", run_router, router_config, self.data.run)
+        self.wakeup, self._wakeup_writer = socket.socketpair()
+        for end in (self.wakeup, self._wakeup_writer):
+            end.setblocking(False)
+        signal.set_wakeup_fd(self._wakeup_writer.fileno())  # a signal wakes the poll at once
         self.reclaiming: dict[str, list[tuple[Envelope, Request]]] = {}
         self.stopping = False
         self.shutdown_requested = False
@@ -128,33 +144,53 @@ class Coordinator:
     def _poll_once(self) -> None:
         poller = zmq.Poller()
         poller.register(self.admin, zmq.POLLIN)
-        for socket in self.links.sockets:
-            poller.register(socket, zmq.POLLIN)
+        for link in self.links.sockets:
+            poller.register(link, zmq.POLLIN)
         for slot in self.slots:
             if slot.pidfd >= 0:
                 poller.register(slot.pidfd, zmq.POLLIN)
+        router = self.router
+        if router is not None and router.pidfd >= 0:
+            poller.register(router.pidfd, zmq.POLLIN)
+        poller.register(self.wakeup.fileno(), zmq.POLLIN)
         ready = dict(poller.poll(self._timeout_ms()))
+        if self.wakeup.fileno() in ready:
+            self.wakeup.recv(64)  # a signal arrived; its handler set the flag
         for i, slot in enumerate(self.slots):
             if slot.pidfd >= 0 and slot.pidfd in ready:
                 slot.died()
             if self.links.sockets[i] in ready:
                 self.links.receive(i)
+        if router is not None and router.pidfd >= 0 and router.pidfd in ready:
+            router.died()
         if self.admin in ready:
             self._serve()
         self.links.expire()
         now = time.monotonic()
-        for slot in self.slots:
-            if slot.restart_at is not None and slot.restart_at <= now and not self.shutdown_requested:
-                slot.start()
+        for actor in self._actors():
+            if actor.restart_at is not None and actor.restart_at <= now and not self.shutdown_requested:
+                actor.start()
+
+    def _actors(self) -> list[ActorSlot[Any]]:
+        return [*self.slots, *([self.router] if self.router is not None else [])]
 
     def _timeout_ms(self) -> int:
-        times = [t for t in (self.links.next_deadline(), *(s.restart_at for s in self.slots)) if t is not None]
+        if self.shutdown_requested:
+            return 0
+        restarts = [actor.restart_at for actor in self._actors()]
+        times = [t for t in (self.links.next_deadline(), *restarts) if t is not None]
         if not times:
             return 1000
         return max(0, min(1000, int((min(times) - time.monotonic()) * 1000) + 1))
 
     def _start_shards(self) -> None:
-        """Adopt the shards a previous coordinator left running; start the others."""
+        """Adopt the shards (and router) a previous coordinator left running; start the others."""
+        if self.router is not None:
+            pid = self.router.recorded_pid()
+            if pid is not None:
+                self.router.adopt(pid)  # it holds the listening port: a second one could not bind
+            else:
+                self.router.start()
         for slot in self.slots:
             pid = slot.recorded_pid()
             if pid is not None:
@@ -164,7 +200,7 @@ class Coordinator:
             else:
                 slot.start()
 
-    def _adopted(self, slot: ShardSlot, pid: int, reply: Reply | None) -> None:
+    def _adopted(self, slot: ActorSlot[ShardConfig], pid: int, reply: Reply | None) -> None:
         if (
             reply is not None
             and reply.status == 0
@@ -193,7 +229,13 @@ class Coordinator:
         self.links.call(shard, Op.NS_SYNC, [self.registry.active()], synced)
 
     def _stop_shards(self) -> None:
-        """STOP every shard, wait for them, and kill what is left at the deadline."""
+        """STOP every shard (and the router), wait for them, and kill what is left at the deadline."""
+        if self.router is not None:
+            self.router.restart_at = None
+            self.router.terminate()
+            if not self.router.wait(5.0):
+                self.router.kill()
+                self.router.wait(5.0)
         for slot in self.slots:
             slot.restart_at = None
             if slot.pid is not None:
@@ -234,6 +276,8 @@ class Coordinator:
             self._reply(
                 envelope, seq, {**self.map.to_wire(), "ready": self.ready, "max_message": self.limits.max_message}
             )
+        elif op in (Op.HELLO, Op.QUOTA_ASK) and not envelope[0].startswith(b"shard-"):
+            raise InvalidRequest(f"{op.name} comes from shards only")
         elif op is Op.HELLO:
             shard, _pid, report = int(args[0]), args[1], args[2]
             for ns, (_count, limit) in report.items():

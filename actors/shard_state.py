@@ -95,7 +95,7 @@ class ShardState:
         try:
             if handler is None:
                 raise InvalidRequest(f"operation {request.op.name} is not served by a shard")
-            if request.epoch not in (self.epoch, 0) and request.op is not Op.PING:
+            if request.epoch != self.epoch and request.op not in (Op.PING, Op.SHARD_STATS):
                 raise ClusterUnavailable(f"stale_epoch: routed with epoch {request.epoch}, shard is at {self.epoch}")
             result = handler(request.args)
         except KVError as exc:

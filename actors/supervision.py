@@ -1,9 +1,9 @@
-"""Starting, adopting and restarting shard processes.
+"""Starting, adopting and restarting the coordinator's actors: shards and the router.
 
-Shards are started with `multiprocess` (spawn: a fresh interpreter, its ZeroMQ context
+Actors are started with `multiprocess` (spawn: a fresh interpreter, its ZeroMQ context
 created in the child). Each is watched through a pidfd, so a death — kill -9 included
-— wakes the coordinator's poll at once, for its own children and for shards it
-adopted from a coordinator that died before it. A shard that keeps dying is
+— wakes the coordinator's poll at once, for its own children and for actors it
+adopted from a coordinator that died before it. An actor that keeps dying is
 restarted with a growing delay instead of in a tight loop.
 """
 
@@ -14,16 +14,16 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import multiprocess
 import psutil
 
-from kvcluster.actors.shard import ShardConfig, run_shard
-from kvcluster.datadir import DataDir
+__all__ = ["ActorSlot", "spawn_context"]
 
-__all__ = ["ShardSlot", "spawn_context"]
+ConfigT = TypeVar("ConfigT")
 
 log = logging.getLogger("kvcluster.supervision")
 
@@ -36,10 +36,13 @@ def spawn_context() -> Any:
 
 
 @dataclass
-class ShardSlot:
-    """One shard: its configuration, and the process serving it now (if any)."""
+class ActorSlot(Generic[ConfigT]):
+    """One actor: how to start it, and the process serving it now (if any)."""
 
-    config: ShardConfig
+    name: str
+    entry: Callable[[ConfigT], None]
+    config: ConfigT
+    run_dir: str
     pid: int | None = None
     pidfd: int = -1
     process: Any = None  # the multiprocess.Process when it is our child
@@ -50,22 +53,18 @@ class ShardSlot:
     restarts: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def name(self) -> str:
-        return DataDir.at(self.config.data_dir).shard_name(self.config.shard)
-
     def pidfile(self) -> str:
-        return os.path.join(DataDir.at(self.config.data_dir).run, f"{self.name}.pid")
+        return os.path.join(self.run_dir, f"{self.name}.pid")
 
     def start(self) -> None:
-        """Spawn a new shard process."""
-        process = spawn_context().Process(target=run_shard, args=(self.config,), name=self.name, daemon=False)
+        """Spawn a new process for this actor."""
+        process = spawn_context().Process(target=self.entry, args=(self.config,), name=self.name, daemon=False)
         process.start()
         self._watch(process.pid, process)
         log.info("started %s (pid %d)", self.name, process.pid)
 
     def adopt(self, pid: int) -> None:
-        """Watch a shard that a previous coordinator started and that still serves."""
+        """Watch an actor that a previous coordinator started and that still runs."""
         self._watch(pid, None)
         log.info("adopted %s (pid %d)", self.name, pid)
 
@@ -108,6 +107,12 @@ class ShardSlot:
             delay,
         )
         self.pid, self.process, self.ready = None, None, False
+
+    def terminate(self) -> None:
+        """SIGTERM: stop gracefully."""
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL the process (the last resort of a stop, or a shard that does not answer)."""

@@ -25,6 +25,7 @@ from kvcluster.client.sync import DEFAULT_TIMEOUT
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
 from kvcluster.router.clustermap import ClusterMap
+from kvcluster.router.proxy import ADMIN_TARGET
 from kvcluster.scope import Scope
 
 __all__ = ["AsyncClient", "AsyncNamespace"]
@@ -40,9 +41,7 @@ class AsyncClient:
         self.target: Target = resolve(address)
         self._generation = -1
         self._closed = False
-        self.core = ClientCore(
-            ClusterMap(1, ("",), self.target.admin_endpoint), routed=False, max_message=DEFAULT_MAX_MESSAGE
-        )
+        self.core = ClientCore(ClusterMap(1, ("",), self.target.admin_endpoint), max_message=DEFAULT_MAX_MESSAGE)
 
     @classmethod
     async def connect(cls, address: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> AsyncClient:
@@ -56,9 +55,10 @@ class AsyncClient:
         self._context = zmq.asyncio.Context()
         self._identity = secrets.token_bytes(8)
         self._limits = Limits()
-        self._admin = AsyncZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits)
+        admin_tag = ADMIN_TARGET if self.target.via_router else None
+        self._admin = AsyncZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, admin_tag)
         self._links: dict[int, AsyncStreamLink | AsyncZmqLink] = {}
-        self.core = ClientCore(await self._fetch_map(), routed=self.target.routed, max_message=self._limits.max_message)
+        self.core = ClientCore(await self._fetch_map(), max_message=self._limits.max_message)
 
     async def _fetch_map(self) -> ClusterMap:
         try:
@@ -77,7 +77,10 @@ class AsyncClient:
         link = self._links.get(target)
         if link is None:
             cluster_map = self.core.map
-            if self.target.routed and cluster_map.streams:
+            if self.target.via_router:
+                tag = str(target).encode()
+                link = AsyncZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, tag)
+            elif cluster_map.streams:
                 link = AsyncStreamLink(cluster_map.streams[target], self._limits)
             else:
                 link = AsyncZmqLink(self._context, cluster_map.endpoints[target], self._identity, self._limits)

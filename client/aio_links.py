@@ -171,10 +171,20 @@ class AsyncStreamLink:
 
 
 class AsyncZmqLink:
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, identity: bytes, limits: Limits) -> None:
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        endpoint: str,
+        identity: bytes,
+        limits: Limits,
+        target: bytes | None = None,
+    ) -> None:
+        self.target = target  # a router's routing tag, sent in front of every request
         self.options = limits.unpack_options()
         self.socket: zmq.asyncio.Socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.ROUTING_ID, identity)
+        # Each socket into one router needs a routing id of its own: a ROUTER ignores a
+        # second connection that claims an id already connected.
+        self.socket.setsockopt(zmq.ROUTING_ID, identity + (b"/" + target if target else b""))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message)
         self.socket.connect(endpoint)
@@ -185,7 +195,10 @@ class AsyncZmqLink:
         future = self.pending.add(seq, timeout)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read())
-        await self.socket.send(payload)
+        if self.target is None:
+            await self.socket.send(payload)
+        else:
+            await self.socket.send_multipart([self.target, payload])
         return await future
 
     async def _read(self) -> None:

@@ -21,7 +21,7 @@ __all__ = ["Target", "resolve"]
 class Target:
     address: str  # what the user gave, kept for pickling proxies
     admin_endpoint: str  # the coordinator, or the router
-    routed: bool  # True: the client routes to shards itself
+    via_router: bool  # every request goes through the router, tagged with its target
     data_dir: str | None = None
 
     def manifest_map(self) -> ClusterMap | None:
@@ -36,12 +36,12 @@ class Target:
 
 def resolve(address: str | os.PathLike[str]) -> Target:
     text = os.fspath(address)
-    if text.startswith(("tcp://", "ipc://")):
-        if text.startswith("ipc://") and text.endswith("coordinator.sock"):
-            return Target(text, text, routed=True)
-        return Target(text, text, routed=False)
+    if text.startswith("tcp://"):
+        return Target(text, text, via_router=True)
+    if text.startswith("ipc://"):
+        return Target(text, text, via_router=False)  # a coordinator's own endpoint
     if "://" in text:
-        raise InvalidRequest(f"unsupported address {text!r}: use a data directory, tcp:// or ipc://")
+        raise InvalidRequest(f"unsupported address {text!r}: use a data directory or tcp://host:port")
     data = DataDir.at(text)
     data.read_manifest()  # ClusterUnavailable now, with a clear message, if there is no cluster
-    return Target(text, data.endpoint("coordinator"), routed=True, data_dir=data.root)
+    return Target(text, data.endpoint("coordinator"), via_router=False, data_dir=data.root)

@@ -50,13 +50,12 @@ def _versioned(result: Any) -> tuple[Any, int] | None:
 class ClientCore:
     """Routing and encoding for one client; holds no socket."""
 
-    def __init__(self, cluster_map: ClusterMap, *, routed: bool, max_message: int) -> None:
+    def __init__(self, cluster_map: ClusterMap, *, max_message: int) -> None:
         self.map = cluster_map
-        self.routed = routed  # False: a thin client; its router routes every request
         self.max_value = max(1, max_message - ENVELOPE_SLACK)
 
     def encode(self, call: Call, seq: int) -> bytes:
-        return encode_request(seq, self.map.epoch if self.routed else 0, call.op, *call.args)
+        return encode_request(seq, self.map.epoch, call.op, *call.args)
 
     def interpret(self, reply: Reply, call: Call) -> Any:
         """The caller's value for a reply, or the error it carries, raised."""
@@ -67,7 +66,7 @@ class ClientCore:
     # -- data operations -----------------------------------------------------------
 
     def _target(self, ns: bytes, key: bytes) -> int:
-        return self.map.shard_for(ns, key) if self.routed else 0
+        return self.map.shard_for(ns, key)
 
     def _value(self, value: Any) -> bytes:
         packed = pack_value(value)
@@ -131,7 +130,7 @@ class ClientCore:
 
     def shards(self) -> range:
         """The targets of a request every shard must answer (count, scan)."""
-        return range(self.map.shards if self.routed else 1)
+        return range(self.map.shards)
 
     def count(self, ns: bytes, shard: int) -> Call:
         return Call(shard, Op.COUNT, (ns,), int)

@@ -34,18 +34,29 @@ class ConnectionLost(Timeout):
 
 
 class ZmqLink:
-    def __init__(self, context: zmq.Context[Any], endpoint: str, identity: bytes, limits: Limits) -> None:
+    """A DEALER socket; `target` (a router's routing tag: a shard number or `admin`) is
+    sent in front of every request when the peer is a router."""
+
+    def __init__(
+        self, context: zmq.Context[Any], endpoint: str, identity: bytes, limits: Limits, target: bytes | None = None
+    ) -> None:
+        self.target = target
         self.limits = limits
         self.options = limits.unpack_options()
         self.socket: zmq.Socket[Any] = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.ROUTING_ID, identity)
+        # Each socket into one router needs a routing id of its own: a ROUTER ignores a
+        # second connection that claims an id already connected.
+        self.socket.setsockopt(zmq.ROUTING_ID, identity + (b"/" + target if target else b""))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message)
         self.socket.connect(endpoint)
 
     def exchange(self, payload: bytes, seq: int, timeout: float) -> Reply:
         # ZeroMQ queues the request until the peer is there (and reconnects by itself).
-        self.socket.send(payload)
+        if self.target is None:
+            self.socket.send(payload)
+        else:
+            self.socket.send_multipart([self.target, payload])
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()

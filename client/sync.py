@@ -27,6 +27,7 @@ from kvcluster.client.namespace import Namespace
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
 from kvcluster.router.clustermap import ClusterMap
+from kvcluster.router.proxy import ADMIN_TARGET
 
 __all__ = ["Client"]
 
@@ -55,13 +56,12 @@ class Client:
         self._context: zmq.Context[Any] = zmq.Context()
         self._identity = secrets.token_bytes(8)
         self._limits = Limits()
-        self._admin = ZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits)
+        admin_tag = ADMIN_TARGET if self.target.via_router else None
+        self._admin = ZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, admin_tag)
         self._links: dict[int, ZmqLink | StreamLink] = {}
-        bootstrap = ClientCore(
-            ClusterMap(1, ("",), self.target.admin_endpoint), routed=False, max_message=DEFAULT_MAX_MESSAGE
-        )
+        bootstrap = ClientCore(ClusterMap(1, ("",), self.target.admin_endpoint), max_message=DEFAULT_MAX_MESSAGE)
         self.core = bootstrap
-        self.core = ClientCore(self._fetch_map(), routed=self.target.routed, max_message=self._limits.max_message)
+        self.core = ClientCore(self._fetch_map(), max_message=self._limits.max_message)
 
     def _fetch_map(self) -> ClusterMap:
         """Ask the coordinator (or router) for the cluster map; fall back on the manifest."""
@@ -81,7 +81,10 @@ class Client:
         link = self._links.get(target)
         if link is None:
             cluster_map = self.core.map
-            if self.target.routed and cluster_map.streams:
+            if self.target.via_router:
+                tag = str(target).encode()
+                link = ZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, tag)
+            elif cluster_map.streams:
                 link = StreamLink(cluster_map.streams[target], self._limits, self.timeout)  # the local fast path
             else:
                 link = ZmqLink(self._context, cluster_map.endpoints[target], self._identity, self._limits)

@@ -37,7 +37,12 @@ def connect(address: str | os.PathLike[str], *, timeout: float = 10.0) -> Client
 
 
 def _config(
-    data_dir: str, shards: int | None, durability: str | Durability, max_namespaces: int, buffer_size: int
+    data_dir: str,
+    shards: int | None,
+    durability: str | Durability,
+    max_namespaces: int,
+    buffer_size: int,
+    listen: str | None = None,
 ) -> CoordinatorConfig:
     count = (os.cpu_count() or 1) if shards is None else shards
     if type(count) is not int or not 1 <= count <= 1024:
@@ -51,7 +56,17 @@ def _config(
         buffer_size=buffer_size,
         max_message=DEFAULT_MAX_MESSAGE,
         max_namespaces=max_namespaces,
+        listen=_listen_address(listen),
     )
+
+
+def _listen_address(listen: str | None) -> str | None:
+    """A router address: tcp://host:port. Loopback unless the user names another host."""
+    if listen is None:
+        return None
+    if not listen.startswith("tcp://") or ":" not in listen[6:]:
+        raise InvalidRequest(f"--listen takes tcp://host:port, not {listen!r}")
+    return listen
 
 
 def _check_shard_count(path: str, shards: int | None) -> None:
@@ -150,6 +165,7 @@ def start(
     durability: str | Durability = Durability.INTERVAL,
     max_namespaces: int = 0,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
+    listen: str | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
 ) -> Cluster:
     """Start a local cluster in child processes and wait until it serves.
@@ -161,7 +177,9 @@ def start(
     temporary = data_dir is None
     path = tempfile.mkdtemp(prefix="kvcluster-") if data_dir is None else os.path.abspath(os.fspath(data_dir))
     _check_shard_count(path, shards)
-    config = SupervisorConfig(_config(path, shards, durability, max_namespaces, buffer_size), watch_parent=os.getpid())
+    config = SupervisorConfig(
+        _config(path, shards, durability, max_namespaces, buffer_size, listen), watch_parent=os.getpid()
+    )
     process = launch(config, detach=False)
     try:
         wait_until_ready(path, process, timeout)

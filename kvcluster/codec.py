@@ -6,11 +6,12 @@ Every message is one msgpack array that starts with the protocol version::
     reply   := [VERSION, seq, status, result]    status: OK, or an error code string
 
 `seq` is the sender's request number (replies are matched by it, never by order);
-`epoch` is the cluster map the sender routed with (0: "route for me" — a thin client
-behind the router). Namespaces and keys travel as msgpack `bin` (their UTF-8 bytes)
-and values as `bin` holding their own msgpack, so a shard stores and returns them
-without decoding. No pickle: only msgpack's plain types are accepted, with limits on
-every length (see `Limits`). docs/wire-protocol.md lists every operation.
+`epoch` is the cluster map the sender routed with: a shard refuses a key it was sent
+under another epoch ("stale_epoch") rather than serve a key it may not own.
+Namespaces and keys travel as msgpack `bin` (their UTF-8 bytes) and values as `bin`
+holding their own msgpack, so a shard stores and returns them without decoding. No
+pickle: only msgpack's plain types are accepted, with limits on every length (see
+`Limits`). docs/wire-protocol.md lists every operation.
 """
 
 from __future__ import annotations

@@ -1,29 +1,13 @@
-"""The `kvcluster` command line. The CLI, not the library, configures logging."""
+"""`kvcluster verify`: check journals and archives on disk."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-from kvcluster import __version__
-
-__all__ = ["main"]
-
-DEFAULT_DATA_DIR = "./kvcluster-data"
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="kvcluster")
-@click.option("-v", "--verbose", is_flag=True, help="Log informational messages too.")
-def main(verbose: bool) -> None:
-    """kvcluster: a versioned, crash-resilient key-value store for one host."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+from kvcluster.cli import main
+from kvcluster.cli.options import DEFAULT_DATA_DIR
 
 
 @main.command()

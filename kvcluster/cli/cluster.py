@@ -1,0 +1,167 @@
+"""`kvcluster start | stop | status | rotate`: running a cluster from the shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any, cast
+
+import click
+
+from kvcluster.cli import main
+from kvcluster.cli.options import address_option, data_dir_option, kv_errors, target
+from kvcluster.config import Durability
+
+STOP_TIMEOUT = 30.0
+
+
+@main.command()
+@data_dir_option
+@click.option("--shards", type=click.IntRange(1, 1024), default=None, help="Shards of a new cluster [one per core].")
+@click.option("--durability", type=click.Choice([d.value for d in Durability]), default="interval", show_default=True)
+@click.option("--max-namespaces", type=click.IntRange(0), default=0, help="0: no limit.")
+@click.option("--listen", default=None, help="Also serve remote clients through a router at tcp://host:port.")
+@click.option("--foreground", is_flag=True, help="Stay attached; ^C stops the cluster.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for every shard.")
+@kv_errors
+def start(
+    data_dir: str,
+    shards: int | None,
+    durability: str,
+    max_namespaces: int,
+    listen: str | None,
+    foreground: bool,
+    timeout: float,
+) -> None:
+    """Start a cluster on DATA_DIR and return once every shard serves."""
+    from kvcluster.actors.supervisor import SupervisorConfig
+    from kvcluster.cluster import _check_shard_count, _config, launch, wait_until_ready
+    from kvcluster.config import DEFAULT_BUFFER_SIZE
+
+    path = os.path.abspath(data_dir)
+    _check_shard_count(path, shards)
+    config = SupervisorConfig(_config(path, shards, durability, max_namespaces, DEFAULT_BUFFER_SIZE, listen))
+    process = launch(config, detach=not foreground)
+    try:
+        wait_until_ready(path, process, timeout)
+    except BaseException:
+        process.kill()
+        raise
+    click.echo(f"kvcluster is running on {path} (supervisor pid {process.pid}); logs in {path}/logs")
+    click.echo(f"  python: kvcluster.connect({path!r})")
+    if listen:
+        click.echo(f"  remote: kvcluster.connect({listen!r})")
+    click.echo(f"  stop:   kvcluster stop --data-dir {path}")
+    if foreground:
+        _wait_attached(process)
+
+
+def _wait_attached(process: subprocess.Popen[bytes]) -> None:
+    def forward(signum: int, frame: object) -> None:
+        process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    process.wait()
+    click.echo("kvcluster stopped")
+
+
+@main.command()
+@data_dir_option
+@click.option("--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before forcing.")
+@kv_errors
+def stop(data_dir: str, timeout: float) -> None:
+    """Stop the cluster on DATA_DIR: gracefully, then by force after the timeout."""
+    from kvcluster.datadir import DataDir, PidLock
+
+    lock = PidLock(DataDir.at(data_dir).pidfile)
+    pid = lock.read()
+    if pid is None or not lock.held_elsewhere():
+        raise click.ClickException(f"no cluster is running on {os.path.abspath(data_dir)}")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while lock.held_elsewhere() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if lock.held_elsewhere():
+        click.echo(f"the cluster did not stop in {timeout:g} s; killing its processes", err=True)
+        os.killpg(pid, signal.SIGKILL)
+    click.echo("kvcluster stopped")
+
+
+@main.command()
+@data_dir_option
+@address_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same as client.stats()).")
+@kv_errors
+def status(data_dir: str, address: str | None, as_json: bool) -> None:
+    """Show the cluster's processes, keys, journals and namespaces."""
+    from kvcluster import connect
+
+    with connect(target(data_dir, address), timeout=5.0) as client:
+        stats = client.stats()
+    if as_json:
+        click.echo(json.dumps(stats, indent=2, sort_keys=True))
+        return
+    _print_table(stats)
+
+
+def _print_table(stats: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    coordinator = cast(dict[str, Any], stats["coordinator"])
+    console = Console()
+    console.print(
+        f"[bold]kvcluster[/bold] on {stats['data_dir']} — epoch {stats['epoch']}, durability {stats['durability']}, "
+        f"coordinator pid {coordinator['pid']}, {'ready' if stats['ready'] else '[red]not ready[/red]'}"
+    )
+    table = Table("shard", "pid", "keys", "journal", "rss", "cpu %", "ops", "restarts")
+    for shard in cast(list[dict[str, Any]], stats["shards"]):
+        table.add_row(
+            str(shard["id"]),
+            str(shard["pid"]),
+            _number(shard["keys"]),
+            _size(shard["journal_bytes"]),
+            _size(shard["rss_bytes"]),
+            "-" if shard["cpu_percent"] is None else f"{shard['cpu_percent']:.1f}",
+            _number(shard["ops_total"]),
+            str(shard["restarts"]),
+        )
+    console.print(table)
+    spaces = Table("namespace", "keys", "max keys", "max value bytes")
+    for name, info in sorted(cast(dict[str, dict[str, Any]], stats["namespace_stats"]).items()):
+        spaces.add_row(
+            name, _number(info["keys"]), _number(info["max_keys"] or None), _size(info["max_value_bytes"] or None)
+        )
+    console.print(spaces)
+
+
+def _number(value: object) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _size(value: object) -> str:
+    if not isinstance(value, int):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+@main.command()
+@data_dir_option
+@address_option
+@kv_errors
+def rotate(data_dir: str, address: str | None) -> None:
+    """Rotate every shard's journal now."""
+    from kvcluster import connect
+
+    with connect(target(data_dir, address)) as client:
+        client.rotate_journals()
+    click.echo("rotated")
