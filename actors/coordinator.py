@@ -373,18 +373,29 @@ class Coordinator:
             self._drop_on(shard, name, one_done)
 
     def _reset_quota(self, ns: str, then: Any) -> None:
-        """After max_keys changed: every shard gives back its spare, so limits equal counts."""
+        """After max_keys changed: every shard gives back its spare, so limits equal counts.
+
+        If the shards then hold more than the new limit, they are told to stay without
+        spare (each delete returns its slot) until the namespace is back under its limit.
+        """
 
         def released(answers: dict[int, Reply | None]) -> None:
-            for shard, reply in answers.items():
-                if reply is not None and reply.status == 0 and type(reply.result) is int:
-                    self.quota.released(ns, shard, reply.result)
-            then()
+            self._record_limits(ns, answers)
+            if self.quota.tracked(ns) and self.quota.free(ns) < 0:
+                self.links.fan_out(self._live(), Op.QUOTA_RELEASE, [ns, True], lambda a: then())
+            else:
+                then()
 
-        self.links.fan_out(self._live(), Op.QUOTA_RELEASE, [ns], released)
+        self.links.fan_out(self._live(), Op.QUOTA_RELEASE, [ns, False], released)
+
+    def _record_limits(self, ns: str, answers: dict[int, Reply | None]) -> None:
+        for shard, reply in answers.items():
+            if reply is not None and reply.status == 0 and type(reply.result) is int:
+                self.quota.report(shard, ns, reply.result)
 
     def _quota_ask(self, envelope: Envelope, request: Request) -> None:
         shard, ns, wanted = int(request.args[0]), str(request.args[1]), int(request.args[2])
+        self.quota.report(shard, ns, int(request.args[3]))
         if ns in self.reclaiming:
             self.reclaiming[ns].append((envelope, request))
             return
@@ -395,15 +406,13 @@ class Coordinator:
         self.reclaiming[ns] = [(envelope, request)]  # nothing free: take back other shards' spare
 
         def released(answers: dict[int, Reply | None]) -> None:
-            for other, reply in answers.items():
-                if reply is not None and reply.status == 0 and type(reply.result) is int:
-                    self.quota.released(ns, other, reply.result)
+            self._record_limits(ns, answers)
             for waiting_envelope, waiting in self.reclaiming.pop(ns, []):
                 asker, amount = int(waiting.args[0]), int(waiting.args[2])
                 self._reply(waiting_envelope, waiting.seq, self.quota.grant(ns, asker, amount))
 
         others = [s for s in self.quota.holders_with_spare(ns, shard) if self.slots[s].pid is not None]
-        self.links.fan_out(others, Op.QUOTA_RELEASE, [ns], released, 1.0)
+        self.links.fan_out(others, Op.QUOTA_RELEASE, [ns, False], released, 1.0)
 
     # -- statistics ------------------------------------------------------------------
 

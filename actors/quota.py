@@ -11,13 +11,10 @@ full only when every shard together holds `max_keys` keys.
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Admission", "QuotaBook", "QuotaLedger"]
-
-RETRY_AFTER_DENIAL = 0.05  # seconds a shard waits before asking again after "nothing left"
 
 
 class Admission(enum.Enum):
@@ -34,7 +31,8 @@ class QuotaLedger:
         self._ask = ask
         self._granted: dict[bytes, int] = {}
         self.asking: set[bytes] = set()
-        self._denied_at: dict[bytes, float] = {}
+        self.denied: set[bytes] = set()  # the last answer was "nothing left", for the parked writes
+        self.shrinking: set[bytes] = set()  # holding more than max_keys: deletes give slots back
 
     def limit(self, ns: bytes) -> int:
         """Keys this shard may hold: what was granted, and never less than what it holds."""
@@ -43,13 +41,14 @@ class QuotaLedger:
     def admit(self, ns: bytes) -> Admission:
         """May one more key of `ns` be inserted now?
 
-        FITS: yes. FULL: no, and the coordinator just said nothing is left anywhere.
-        WAIT: ask the coordinator (already asked, or asking now) and retry on its answer.
+        FITS: yes. FULL: no — the coordinator answered the writes parked for this answer
+        that nothing is left anywhere. WAIT: ask the coordinator (already asked, or asking
+        now) and retry on its answer. Nothing is cached past one answer: a key deleted on
+        any shard makes room for the next insert anywhere.
         """
         if self._count(ns) < self._granted.get(ns, 0):
             return Admission.FITS
-        denied = self._denied_at.get(ns)
-        if denied is not None and time.monotonic() - denied < RETRY_AFTER_DENIAL:
+        if ns in self.denied:
             return Admission.FULL
         if ns not in self.asking:
             self.asking.add(ns)
@@ -60,21 +59,37 @@ class QuotaLedger:
         self.asking.discard(ns)
         self._granted[ns] = self.limit(ns) + max(0, amount)
         if amount <= 0:
-            self._denied_at[ns] = time.monotonic()
+            self.denied.add(ns)
         else:
-            self._denied_at.pop(ns, None)
+            self.shrinking.discard(ns)  # the coordinator had room: the namespace is under its limit
 
-    def release(self, ns: bytes) -> int:
-        """Give back the spare quota (limit - count); returns how much."""
+    def answered(self, ns: bytes) -> None:
+        """The writes parked for the last answer have been answered: ask afresh from now on."""
+        self.denied.discard(ns)
+
+    def release(self, ns: bytes, shrink: bool) -> int:
+        """Give back the spare quota; returns the limit kept (the keys held now).
+
+        With `shrink` the namespace holds more keys than its max_keys (which was
+        lowered): until a grant says there is room again, each delete gives its slot
+        back too, instead of keeping it as spare.
+        """
         count = self._count(ns)
-        spare = max(0, self._granted.get(ns, 0) - count)
         self._granted[ns] = count
-        return spare
+        if shrink:
+            self.shrinking.add(ns)
+        return count
+
+    def deleted(self, ns: bytes) -> None:
+        """A key of `ns` was removed here; while shrinking, its slot is not kept."""
+        if ns in self.shrinking:
+            self._granted[ns] = self._count(ns)
 
     def forget(self, ns: bytes) -> None:
         self._granted.pop(ns, None)
         self.asking.discard(ns)
-        self._denied_at.pop(ns, None)
+        self.denied.discard(ns)
+        self.shrinking.discard(ns)
 
     def forget_except(self, keep: set[bytes]) -> None:
         for ns in [ns for ns in self._granted if ns not in keep]:
@@ -138,11 +153,6 @@ class QuotaBook:
         amount = min(free, max(wanted, chunk))
         space.held[shard] = space.held.get(shard, 0) + amount
         return amount
-
-    def released(self, ns: str, shard: int, amount: int) -> None:
-        space = self._spaces.get(ns)
-        if space is not None and shard in space.held:
-            space.held[shard] = max(0, space.held[shard] - amount)
 
     def holders_with_spare(self, ns: str, asking: int) -> list[int]:
         """Shards that may hold spare quota worth reclaiming (all but the asker)."""

@@ -274,8 +274,8 @@ class ShardProcess:
             if request.op is Op.NS_SYNC:
                 return encode_reply(request.seq, self.state.sync_namespaces(request.args[0]))
             if request.op is Op.QUOTA_RELEASE:
-                ns = request.args[0].encode()
-                return encode_reply(request.seq, self.state.quotas.release(ns))
+                ns, shrink = request.args[0].encode(), bool(request.args[1])
+                return encode_reply(request.seq, self.state.quotas.release(ns, shrink))
             if request.op is Op.NS_DROP:
                 return encode_reply(request.seq, self.state.drop_namespace(request.args[0].encode()))
             if request.op is Op.ROTATE:
@@ -295,7 +295,9 @@ class ShardProcess:
     def _ask_quota(self, ns: bytes, wanted: int) -> None:
         self.seq += 1
         self.asks[self.seq] = ns
-        self.coordinator.send(encode_request(self.seq, 0, Op.QUOTA_ASK, self.config.shard, ns.decode(), wanted))
+        limit = self.state.quotas.limit(ns)  # what it holds now: the coordinator's book follows
+        request = encode_request(self.seq, 0, Op.QUOTA_ASK, self.config.shard, ns.decode(), wanted, limit)
+        self.coordinator.send(request)
 
     def _coordinator_replies(self) -> None:
         while True:
@@ -335,6 +337,7 @@ class ShardProcess:
                 replies.append(_Outgoing(envelope, request, reply))
 
         self._in_group(apply, replies)
+        self.state.quotas.answered(ns)
 
     def _expire_parked(self) -> None:
         """Parked writes the coordinator never answered get ClusterUnavailable."""

@@ -154,11 +154,15 @@ class ShardState:
         if found is None:
             raise KeyNotFound(f"key {key.decode(errors='replace')!r} does not exist")
         self.store.delete_raw(ns, key)
+        self.quotas.deleted(ns)
         return found[0]
 
     def _delete(self, args: list[Any]) -> Any:
         ns, key = self._ns_key(args, 2)
-        return self.store.delete_raw(ns, key) is not None
+        existed = self.store.delete_raw(ns, key) is not None
+        if existed:
+            self.quotas.deleted(ns)
+        return existed
 
     def _count(self, args: list[Any]) -> Any:
         if len(args) != 1:

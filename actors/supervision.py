@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import time
 from collections.abc import Callable
@@ -127,14 +128,10 @@ class ActorSlot(Generic[ConfigT]):
         if self.process is not None:
             self.process.join(timeout)
             exited = self.process.exitcode is not None
-        else:
-            try:
-                psutil.Process(self.pid).wait(timeout)
-                exited = True
-            except psutil.TimeoutExpired:
-                exited = False
-            except psutil.NoSuchProcess:
-                exited = True
+        else:  # adopted: not our child, but its pidfd turns readable when it exits
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            exited = bool(poller.poll(int(timeout * 1000)))
         if exited:
             self._close_pidfd()
             self.pid = None

@@ -116,7 +116,10 @@ class Supervisor:
         """SIGTERM the coordinator (it stops its shards), wait, then kill what is left."""
         if self.coordinator.exitcode is None:
             self.coordinator.terminate()
-            self.coordinator.join(STOP_TIMEOUT)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while self.coordinator.exitcode is None and time.monotonic() < deadline:
+                self.coordinator.join(0.05)
+                self._reap_orphans()  # adopted shards exit as our children now
         if self.coordinator.exitcode is None:
             log.warning("the coordinator did not stop in %.0f s; killing the process group", STOP_TIMEOUT)
             self.coordinator.kill()

@@ -70,8 +70,8 @@ class Op(enum.IntEnum):
     # between the coordinator and its shards
     HELLO = 64  # shard -> coordinator: [shard, pid, {ns: [count, limit]}]
     NS_SYNC = 65  # coordinator -> shard: [{name: [max_keys, max_value_bytes]}] -> {ns: [count, limit]}
-    QUOTA_ASK = 66  # shard -> coordinator: [ns, wanted] -> granted
-    QUOTA_RELEASE = 67  # coordinator -> shard: [ns] -> released
+    QUOTA_ASK = 66  # shard -> coordinator: [shard, ns, wanted, limit held now] -> granted
+    QUOTA_RELEASE = 67  # coordinator -> shard: [ns, shrink] -> the limit the shard keeps
     NS_DROP = 68  # coordinator -> shard: [ns] -> nil
     STOP = 69  # coordinator -> shard: [] -> nil
 

@@ -1,0 +1,169 @@
+"""kill -9 of a shard, of the coordinator, and of every process, during writes: no
+acknowledged write is lost, and the cluster serves again."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kvtest import scale
+
+import kvcluster
+from kvcluster import Cluster, KVError, Namespace, Timeout
+
+pytestmark = [pytest.mark.crash, pytest.mark.slow]
+
+
+class Writer(threading.Thread):
+    """Writes unique keys one after another, recording which writes were acknowledged."""
+
+    def __init__(self, namespace: Namespace, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.namespace = namespace
+        self.prefix = prefix
+        self.acked: dict[str, int] = {}
+        self.unknown: set[str] = set()  # timed out or connection lost: outcome unknown
+        self.errors: list[KVError] = []
+        self.stop = threading.Event()
+        self.progress = threading.Condition()
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            key = f"{self.prefix}-{i:07d}"
+            try:
+                self.acked[key] = self.namespace.set(key, {"i": i})
+            except Timeout:
+                self.unknown.add(key)
+            except KVError as exc:
+                self.errors.append(exc)
+            with self.progress:
+                self.progress.notify_all()
+            i += 1
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.progress:
+            while len(self.acked) < count:
+                if not self.progress.wait(deadline - time.monotonic()):
+                    raise AssertionError(f"only {len(self.acked)} writes acknowledged in {timeout} s")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def check_all_present(namespace: Namespace, acked: dict[str, int]) -> None:
+    for key, ts in acked.items():
+        found = namespace.get_versioned(key)
+        assert found is not None, f"acknowledged write {key} lost"
+        assert found[1] == ts
+
+
+def shard_pids(cluster: Cluster) -> list[int]:
+    with cluster.connect() as client:
+        return [shard["pid"] for shard in client.stats()["shards"]]
+
+
+@pytest.fixture
+def small_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = kvcluster.start(tmp_path / "data", shards=2, durability="interval")
+    yield cluster
+    cluster.stop()
+
+
+def test_kill_9_of_a_shard_during_writes(small_cluster: Cluster) -> None:
+    client = small_cluster.connect(timeout=3.0)
+    writer = Writer(client.namespace("default"), "shard-kill")
+    writer.start()
+    pids = shard_pids(small_cluster)
+    for cycle in range(scale(3, 20)):
+        writer.wait_for(len(writer.acked) + 200)
+        victim = pids[cycle % len(pids)]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(functools.partial(_replaced, small_cluster, victim))
+        pids = shard_pids(small_cluster)
+        writer.wait_for(len(writer.acked) + 200)  # writes flow again, to every shard
+    writer.stop.set()
+    writer.join()
+    assert writer.errors == []
+    check = small_cluster.connect().namespace("default")
+    check_all_present(check, writer.acked)
+    stats = small_cluster.connect().stats()
+    assert sum(shard["restarts"] for shard in stats["shards"]) == scale(3, 20)
+
+
+def test_kill_9_of_the_coordinator_during_writes(small_cluster: Cluster) -> None:
+    client = small_cluster.connect(timeout=3.0)
+    writer = Writer(client.namespace("default"), "coordinator-kill")
+    writer.start()
+    before = shard_pids(small_cluster)
+    for _ in range(scale(2, 10)):
+        writer.wait_for(len(writer.acked) + 200)
+        with small_cluster.connect() as admin:
+            coordinator = admin.stats()["coordinator"]["pid"]
+        os.kill(coordinator, signal.SIGKILL)
+        writer.wait_for(len(writer.acked) + 200)  # the data path never needed it
+        wait_until(functools.partial(_coordinator_replaced, small_cluster, coordinator))
+    writer.stop.set()
+    writer.join()
+    assert writer.errors == []
+    assert writer.unknown == set()  # no shard went down: every write was answered
+    assert shard_pids(small_cluster) == before  # the new coordinator adopted the running shards
+    with small_cluster.connect() as admin:
+        admin.create_namespace("after-restart", max_keys=3)  # administration works again
+        check_all_present(admin.namespace("default"), writer.acked)
+
+
+def _replaced(cluster: Cluster, victim: int) -> bool:
+    pids = shard_pids(cluster)
+    return victim not in pids and None not in pids
+
+
+def _coordinator_replaced(cluster: Cluster, old: int) -> bool:
+    return _coordinator_pid(cluster) not in (None, old)
+
+
+def _coordinator_pid(cluster: Cluster) -> int | None:
+    try:
+        with kvcluster.connect(cluster.data_dir, timeout=1.0) as client:
+            return int(client.ping()["pid"])
+    except KVError:
+        return None
+
+
+def test_kill_9_of_every_process_then_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cluster = kvcluster.start(data, shards=2, durability="interval")
+    namespace = cluster.connect().create_namespace("kept", max_keys=10_000)
+    acked = {f"k{i}": namespace.set(f"k{i}", i) for i in range(500)}
+    with cluster.connect() as client:
+        stats = client.stats()
+    victims = [cluster.process.pid, stats["coordinator"]["pid"], *(s["pid"] for s in stats["shards"])]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    cluster.process.wait()
+    cluster.stop()
+    wait_until(lambda: not any(_alive(pid) for pid in victims))
+    with kvcluster.start(data) as again:
+        namespace = again.connect().namespace("kept")
+        check_all_present(namespace, acked)
+        assert namespace.stats()["max_keys"] == 10_000
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,133 @@
+"""Hostile frames sent straight to a shard, over ZeroMQ and over its Unix stream: each
+gets an error reply (an oversized one, a dropped connection), the shard never dies,
+and the next valid request succeeds."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from kvcluster import Client
+from kvcluster.codec import VERSION, Op, decode_reply, encode_request
+
+pytestmark = pytest.mark.slow
+
+HOSTILE: list[bytes] = [
+    b"",
+    b"garbage \x00\xff\xfe",
+    msgpack.packb([VERSION, 1, 1, int(Op.GET), b"default"])[:-3],  # truncated
+    b"\xdd\xff\xff\xff\xff",  # an array that claims 2**32 - 1 elements
+    b"\xdf\xff\xff\xff\xff",  # a map that claims as many pairs
+    b"\xc6\xff\xff\xff\xf0" + b"x" * 10,  # a bin that claims ~4 GiB
+    b"\x91" * 5000 + b"\xc0",  # nesting 5000 deep
+    msgpack.packb({"not": "an array"}),
+    msgpack.packb([VERSION, 1]),
+    msgpack.packb([99, 1, 1, int(Op.GET), b"default", b"k"]),  # unknown protocol version
+    msgpack.packb([VERSION, "seq", 1, int(Op.GET), b"default", b"k"]),
+    msgpack.packb([VERSION, 1, 1, 9999, b"default", b"k"]),  # unknown operation
+    msgpack.packb([VERSION, 1, 1, int(Op.GET), 17, b"k"]),  # namespace of the wrong type
+    msgpack.packb([VERSION, 1, 1, int(Op.GET), b"default", b"k" * 5000]),  # key too long
+    msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", "not bytes", 1]),
+    msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", b"\xc1", 1]),  # not msgpack
+    msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", b"\x01\x02", 1]),  # two objects
+    msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", b"\x01", 7]),  # unknown scope
+    msgpack.packb([VERSION, 1, 1, int(Op.SCAN), b"default", "cursor", 10, None]),
+    msgpack.packb([VERSION, 1, 1, int(Op.SCAN), b"default", None, 10**9, None]),
+    msgpack.packb([VERSION, 1, 1, int(Op.STOP)]),  # a coordinator-only command
+    msgpack.packb([VERSION, 1, 1, int(Op.NS_DROP), "default"]),
+]
+
+
+@pytest.fixture
+def shard_target(client: Client) -> tuple[str, str, int]:
+    return client.core.map.endpoints[0], client.core.map.streams[0], client.core.map.epoch
+
+
+@pytest.fixture
+def dealer(shard_target: tuple[str, str, int]) -> Iterator[zmq.Socket[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(shard_target[0])
+    yield sock
+    context.destroy(linger=0)
+
+
+def valid_get(epoch: int, seq: int = 12345) -> bytes:
+    return encode_request(seq, epoch, Op.GET, b"default", b"hostile-check")
+
+
+@pytest.mark.parametrize("payload", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_payload_over_zeromq(
+    dealer: zmq.Socket[Any], shard_target: tuple[str, str, int], payload: bytes
+) -> None:
+    dealer.send(payload)
+    reply = decode_reply(dealer.recv())
+    assert reply.status != 0
+    dealer.send(valid_get(shard_target[2]))
+    assert decode_reply(dealer.recv()).status == 0
+
+
+def test_extra_zeromq_frames_are_refused(dealer: zmq.Socket[Any], shard_target: tuple[str, str, int]) -> None:
+    for frames in ([b"a", b"b", b"c", b"d", b"e", valid_get(shard_target[2])], [b"x"] * 9):
+        dealer.send_multipart(frames)
+        assert decode_reply(dealer.recv_multipart()[-1]).status != 0
+    dealer.send(valid_get(shard_target[2]))
+    assert decode_reply(dealer.recv()).status == 0
+
+
+def test_oversized_zeromq_message_drops_the_connection_only(
+    dealer: zmq.Socket[Any], shard_target: tuple[str, str, int], client: Client
+) -> None:
+    dealer.send(b"x" * (65 << 20))  # over MAXMSGSIZE: ZeroMQ drops this peer
+    assert client.namespace("default").get("hostile-check") is None  # the shard still serves
+
+
+def stream_exchange(path: str, raw: bytes) -> bytes | None:
+    """Send raw bytes; return the first reply frame, or None if the shard closed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(raw)
+        header = sock.recv(4)
+        if len(header) < 4:
+            return None
+        (length,) = struct.unpack("<I", header)
+        body = b""
+        while len(body) < length:
+            chunk = sock.recv(length - len(body))
+            if not chunk:
+                return None
+            body += chunk
+        return body
+
+
+@pytest.mark.parametrize("payload", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_payload_over_the_stream(shard_target: tuple[str, str, int], payload: bytes) -> None:
+    path, epoch = shard_target[1], shard_target[2]
+    reply = stream_exchange(path, struct.pack("<I", len(payload)) + payload)
+    assert reply is not None
+    assert decode_reply(reply).status != 0
+    valid = valid_get(epoch)
+    assert decode_reply(stream_exchange(path, struct.pack("<I", len(valid)) + valid) or b"").status == 0
+
+
+def test_a_frame_longer_than_the_limit_closes_the_stream(shard_target: tuple[str, str, int]) -> None:
+    path, epoch = shard_target[1], shard_target[2]
+    assert stream_exchange(path, struct.pack("<I", 0xFFFFFFF0) + b"x" * 100) is None
+    valid = valid_get(epoch)
+    assert decode_reply(stream_exchange(path, struct.pack("<I", len(valid)) + valid) or b"").status == 0
+
+
+def test_a_stale_epoch_is_refused_not_served(dealer: zmq.Socket[Any], shard_target: tuple[str, str, int]) -> None:
+    dealer.send(encode_request(1, shard_target[2] + 5, Op.SET, b"default", b"k", b"\x01", 1))
+    reply = decode_reply(dealer.recv())
+    assert reply.status == "cluster_unavailable"
+    assert str(reply.result).startswith("stale_epoch")
