@@ -21,9 +21,9 @@ import zmq
 
 from kvcluster.actors.links import ShardLinks
 from kvcluster.actors.namespaces import NamespaceRegistry
-from kvcluster.actors.quota import QuotaBook
+from kvcluster.actors.quota import QuotaBook, QuotaBroker
 from kvcluster.actors.shard import SPIN, ShardConfig, run_shard
-from kvcluster.actors.stats import ProcessStats
+from kvcluster.actors.stats import ProcessStats, status_object
 from kvcluster.actors.supervision import ActorSlot
 from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
 from kvcluster.datadir import DataDir
@@ -106,7 +106,7 @@ class Coordinator:
         for end in (self.wakeup, self._wakeup_writer):
             end.setblocking(False)
         signal.set_wakeup_fd(self._wakeup_writer.fileno())  # a signal wakes the poll at once
-        self.reclaiming: dict[str, list[tuple[Envelope, Request]]] = {}
+        self.broker = QuotaBroker(self.quota, self.links, self._live)
         self.stopping = False
         self.shutdown_requested = False
 
@@ -285,7 +285,8 @@ class Coordinator:
             self._reply(envelope, seq, None)
             self._shard_ready(shard)
         elif op is Op.QUOTA_ASK:
-            self._quota_ask(envelope, request)
+            shard, ns, wanted, held = int(args[0]), str(args[1]), int(args[2]), int(args[3])
+            self.broker.ask(shard, ns, wanted, held, functools.partial(self._reply, envelope, seq))
         elif op is Op.NS_LIST:
             self._reply(envelope, seq, self.registry.names())
         elif op is Op.NS_CREATE:
@@ -295,7 +296,7 @@ class Coordinator:
         elif op is Op.NS_UPDATE:
             if self.registry.update(args[0], args[1], args[2]):
                 self.quota.configure(args[0], args[1])
-                self._sync_all(lambda: self._reset_quota(args[0], lambda: self._reply(envelope, seq, None)))
+                self._sync_all(lambda: self.broker.reset(args[0], lambda: self._reply(envelope, seq, None)))
             else:
                 self._sync_all(lambda: self._reply(envelope, seq, None))
         elif op is Op.NS_DELETE:
@@ -372,93 +373,34 @@ class Coordinator:
 
             self._drop_on(shard, name, one_done)
 
-    def _reset_quota(self, ns: str, then: Any) -> None:
-        """After max_keys changed: every shard gives back its spare, so limits equal counts.
-
-        If the shards then hold more than the new limit, they are told to stay without
-        spare (each delete returns its slot) until the namespace is back under its limit.
-        """
-
-        def released(answers: dict[int, Reply | None]) -> None:
-            self._record_limits(ns, answers)
-            if self.quota.tracked(ns) and self.quota.free(ns) < 0:
-                self.links.fan_out(self._live(), Op.QUOTA_RELEASE, [ns, True], lambda a: then())
-            else:
-                then()
-
-        self.links.fan_out(self._live(), Op.QUOTA_RELEASE, [ns, False], released)
-
-    def _record_limits(self, ns: str, answers: dict[int, Reply | None]) -> None:
-        for shard, reply in answers.items():
-            if reply is not None and reply.status == 0 and type(reply.result) is int:
-                self.quota.report(shard, ns, reply.result)
-
-    def _quota_ask(self, envelope: Envelope, request: Request) -> None:
-        shard, ns, wanted = int(request.args[0]), str(request.args[1]), int(request.args[2])
-        self.quota.report(shard, ns, int(request.args[3]))
-        if ns in self.reclaiming:
-            self.reclaiming[ns].append((envelope, request))
-            return
-        granted = self.quota.grant(ns, shard, wanted)
-        if granted > 0 or not self.quota.tracked(ns) or self.quota.unknown(ns):
-            self._reply(envelope, request.seq, granted)
-            return
-        self.reclaiming[ns] = [(envelope, request)]  # nothing free: take back other shards' spare
-
-        def released(answers: dict[int, Reply | None]) -> None:
-            self._record_limits(ns, answers)
-            for waiting_envelope, waiting in self.reclaiming.pop(ns, []):
-                asker, amount = int(waiting.args[0]), int(waiting.args[2])
-                self._reply(waiting_envelope, waiting.seq, self.quota.grant(ns, asker, amount))
-
-        others = [s for s in self.quota.holders_with_spare(ns, shard) if self.slots[s].pid is not None]
-        self.links.fan_out(others, Op.QUOTA_RELEASE, [ns, False], released, 1.0)
-
     # -- statistics ------------------------------------------------------------------
 
     def _cluster_stats(self, envelope: Envelope, seq: int) -> None:
         def gathered(answers: dict[int, Reply | None]) -> None:
-            shards = []
-            totals: dict[str, int] = {}
-            for slot in self.slots:
-                reply = answers.get(slot.config.shard)
-                info = (
-                    reply.result if reply is not None and reply.status == 0 and isinstance(reply.result, dict) else {}
-                )
-                for ns, count in info.get("namespaces", {}).items():
-                    totals[ns] = totals.get(ns, 0) + count
-                shards.append(
-                    {
-                        "id": slot.config.shard,
-                        "pid": slot.pid,
-                        "endpoint": slot.config.endpoint,
-                        "ready": slot.ready,
-                        "restarts": slot.restarts,
-                        "keys": info.get("keys"),
-                        "journal_bytes": info.get("journal_bytes"),
-                        "ops_total": info.get("ops_total"),
-                        **self.stats.of(slot.pid),
-                    }
-                )
-            active = self.registry.active()
-            self._reply(
-                envelope,
-                seq,
+            shard_info = {
+                shard: reply.result
+                for shard, reply in answers.items()
+                if reply is not None and reply.status == 0 and isinstance(reply.result, dict)
+            }
+            shards = [
                 {
-                    "data_dir": self.data.root,
-                    "address": self.map.coordinator,
-                    "epoch": self.map.epoch,
-                    "durability": self.manifest["durability"],
-                    "ready": self.ready,
-                    "coordinator": {"pid": os.getpid(), **self.stats.of(os.getpid())},
-                    "shards": shards,
-                    "namespaces": sorted(active),
-                    "namespace_stats": {
-                        name: {"keys": totals.get(name, 0), "max_keys": mk, "max_value_bytes": mv}
-                        for name, (mk, mv) in active.items()
-                    },
-                },
+                    "id": slot.config.shard,
+                    "pid": slot.pid,
+                    "endpoint": slot.config.endpoint,
+                    "ready": slot.ready,
+                    "restarts": slot.restarts,
+                }
+                for slot in self.slots
+            ]
+            status = status_object(self.stats, shards, shard_info, self.registry.active())
+            status.update(
+                data_dir=self.data.root,
+                address=self.map.coordinator,
+                epoch=self.map.epoch,
+                durability=self.manifest["durability"],
+                ready=self.ready,
             )
+            self._reply(envelope, seq, status)
 
         self.links.fan_out(self._live(), Op.SHARD_STATS, [], gathered, 2.0)
 

@@ -13,8 +13,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Admission", "QuotaBook", "QuotaLedger"]
+from kvcluster.codec import Op, Reply
+
+if TYPE_CHECKING:
+    from kvcluster.actors.links import ShardLinks
+
+__all__ = ["Admission", "QuotaBook", "QuotaBroker", "QuotaLedger"]
 
 
 class Admission(enum.Enum):
@@ -158,3 +164,56 @@ class QuotaBook:
         """Shards that may hold spare quota worth reclaiming (all but the asker)."""
         space = self._spaces.get(ns)
         return [] if space is None else [shard for shard in space.held if shard != asking]
+
+
+class QuotaBroker:
+    """The coordinator's quota conversations with its shards, over its shard links."""
+
+    def __init__(self, book: QuotaBook, links: ShardLinks, live: Callable[[], list[int]]) -> None:
+        self.book = book
+        self.links = links
+        self.live = live  # the shards with a process now
+        self.reclaiming: dict[str, list[tuple[int, int, Callable[[Any], None]]]] = {}
+
+    def ask(self, shard: int, ns: str, wanted: int, held: int, answer: Callable[[Any], None]) -> None:
+        """A shard at its limit asks for more; `answer(granted)` replies, maybe later."""
+        self.book.report(shard, ns, held)  # what it holds now: the book follows the shards
+        if ns in self.reclaiming:
+            self.reclaiming[ns].append((shard, wanted, answer))
+            return
+        granted = self.book.grant(ns, shard, wanted)
+        if granted > 0 or not self.book.tracked(ns) or self.book.unknown(ns):
+            answer(granted)
+            return
+        self.reclaiming[ns] = [(shard, wanted, answer)]  # nothing free: take back other shards' spare
+
+        def released(answers: dict[int, Reply | None]) -> None:
+            self.record(ns, answers)
+            for asker, amount, reply in self.reclaiming.pop(ns, []):
+                reply(self.book.grant(ns, asker, amount))
+
+        live = set(self.live())
+        others = [other for other in self.book.holders_with_spare(ns, shard) if other in live]
+        self.links.fan_out(others, Op.QUOTA_RELEASE, [ns, False], released, 1.0)
+
+    def reset(self, ns: str, then: Callable[[], None]) -> None:
+        """After max_keys changed: every shard gives back its spare, so limits equal counts.
+
+        If the shards then hold more than the new limit, they are told to stay without
+        spare (each delete returns its slot) until the namespace is back under its limit.
+        """
+
+        def released(answers: dict[int, Reply | None]) -> None:
+            self.record(ns, answers)
+            if self.book.tracked(ns) and self.book.free(ns) < 0:
+                self.links.fan_out(self.live(), Op.QUOTA_RELEASE, [ns, True], lambda _answers: then())
+            else:
+                then()
+
+        self.links.fan_out(self.live(), Op.QUOTA_RELEASE, [ns, False], released)
+
+    def record(self, ns: str, answers: dict[int, Reply | None]) -> None:
+        """Shards answered a release with the limit each keeps."""
+        for shard, reply in answers.items():
+            if reply is not None and reply.status == 0 and type(reply.result) is int:
+                self.book.report(shard, ns, reply.result)

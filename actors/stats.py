@@ -1,4 +1,5 @@
-"""Per-process figures for `kvcluster status`: resident memory and CPU, through psutil.
+"""The figures of `kvcluster status`: per-process memory and CPU through psutil, and the
+status object itself (the shape DESIGN.md fixes; more fields may follow).
 
 `cpu_percent` is measured between two calls, so the psutil handle of each process is
 kept from one status request to the next (the first request reports 0.0).
@@ -6,11 +7,12 @@ kept from one status request to the next (the first request reports 0.0).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psutil
 
-__all__ = ["ProcessStats"]
+__all__ = ["ProcessStats", "status_object"]
 
 
 class ProcessStats:
@@ -37,3 +39,32 @@ class ProcessStats:
         except psutil.Error:
             self._processes.pop(pid, None)
             return empty
+
+
+def status_object(
+    processes: ProcessStats,
+    shards: list[dict[str, Any]],
+    shard_info: dict[int, dict[str, Any]],
+    namespaces: dict[str, list[int]],
+) -> dict[str, Any]:
+    """Combine the coordinator's view of its shards with what each shard reported."""
+    totals: dict[str, int] = {}
+    for shard in shards:
+        info = shard_info.get(shard["id"], {})
+        for ns, count in info.get("namespaces", {}).items():
+            totals[ns] = totals.get(ns, 0) + count
+        shard.update(
+            keys=info.get("keys"),
+            journal_bytes=info.get("journal_bytes"),
+            ops_total=info.get("ops_total"),
+            **processes.of(shard["pid"]),
+        )
+    return {
+        "coordinator": {"pid": os.getpid(), **processes.of(os.getpid())},
+        "shards": shards,
+        "namespaces": sorted(namespaces),
+        "namespace_stats": {
+            name: {"keys": totals.get(name, 0), "max_keys": max_keys, "max_value_bytes": max_value}
+            for name, (max_keys, max_value) in namespaces.items()
+        },
+    }
