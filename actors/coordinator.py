@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,6 +26,7 @@ from kvcluster.actors.supervision import ActorSlot
 from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
 from kvcluster.datadir import DataDir
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
+from kvcluster.process import StopSignal, log_to_file
 from kvcluster.router.clustermap import ClusterMap
 from kvcluster.router.proxy import RouterConfig, run_router
 
@@ -102,13 +101,13 @@ class Coordinator:
                 config.data_dir, config.listen, self.map.coordinator, self.map.endpoints, config.max_message
             )
             self.router = ActorSlot("router", run_router, router_config, self.data.run)
-        self.wakeup, self._wakeup_writer = socket.socketpair()
-        for end in (self.wakeup, self._wakeup_writer):
-            end.setblocking(False)
-        signal.set_wakeup_fd(self._wakeup_writer.fileno())  # a signal wakes the poll at once
+        self.wakeup = StopSignal(self._request_shutdown)
         self.broker = QuotaBroker(self.quota, self.links, self._live)
         self.stopping = False
         self.shutdown_requested = False
+
+    def _request_shutdown(self) -> None:
+        self.shutdown_requested = True
 
     def _load_manifest(self) -> dict[str, Any]:
         try:
@@ -155,7 +154,7 @@ class Coordinator:
         poller.register(self.wakeup.fileno(), zmq.POLLIN)
         ready = dict(poller.poll(self._timeout_ms()))
         if self.wakeup.fileno() in ready:
-            self.wakeup.recv(64)  # a signal arrived; its handler set the flag
+            self.wakeup.drain()  # SIGTERM arrived; its handler set the flag
         for i, slot in enumerate(self.slots):
             if slot.pidfd >= 0 and slot.pidfd in ready:
                 slot.died()
@@ -425,22 +424,10 @@ class Coordinator:
 
 def run_coordinator(config: CoordinatorConfig) -> None:
     """Entry point of the coordinator process (started with the spawn method)."""
-    data = DataDir.at(config.data_dir)
-    data.prepare()
-    logging.basicConfig(
-        filename=data.log_file("coordinator"),
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
-    coordinator = Coordinator(config)
-
-    def stop(signum: int, frame: Any) -> None:
-        coordinator.shutdown_requested = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    DataDir.at(config.data_dir).prepare()
+    log_to_file(config.data_dir, "coordinator")
     try:
-        coordinator.run()
+        Coordinator(config).run()
     except Exception:
         log.exception("coordinator failed")
         raise

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Final, cast
 
 import zmq
 
@@ -39,6 +37,7 @@ from kvcluster.config import Durability
 from kvcluster.datadir import DataDir
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, StorageError
 from kvcluster.journal import VersionedStore
+from kvcluster.process import StopSignal, log_to_file
 
 __all__ = ["COORDINATOR_ID", "ShardConfig", "run_shard"]
 
@@ -121,10 +120,7 @@ class ShardProcess:
         self.recent: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self.poller = zmq.Poller()
         self.streams = StreamServer(config.stream, config.max_message, self.poller)
-        self.wakeup, self._wakeup_writer = socket.socketpair()
-        for end in (self.wakeup, self._wakeup_writer):
-            end.setblocking(False)
-        signal.set_wakeup_fd(self._wakeup_writer.fileno())  # a signal wakes the poll at once
+        self.wakeup = StopSignal(self._stop)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -157,7 +153,7 @@ class ShardProcess:
                     if events & _POLLIN:
                         incoming.extend((connection, payload) for payload in self.streams.read(connection))
                 elif item == self.wakeup.fileno():
-                    self.wakeup.recv(64)  # a signal arrived; its handler set `stopping`
+                    self.wakeup.drain()  # SIGTERM arrived; its handler set `stopping`
             if incoming:
                 self._serve(incoming)
                 self.spin_until = time.monotonic() + self.config.spin
@@ -165,6 +161,9 @@ class ShardProcess:
                 self._expire_parked()
             self.store.tick()
         self.close()
+
+    def _stop(self) -> None:
+        self.stopping = True
 
     def close(self) -> None:
         try:
@@ -359,21 +358,9 @@ def _origin(envelope: Envelope) -> bytes:
 
 def run_shard(config: ShardConfig) -> None:
     """Entry point of a shard process (started with the spawn method)."""
-    data = DataDir.at(config.data_dir)
-    logging.basicConfig(
-        filename=data.log_file(data.shard_name(config.shard)),
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
-    shard = ShardProcess(config)
-
-    def stop(signum: int, frame: Any) -> None:
-        shard.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the whole group
+    log_to_file(config.data_dir, DataDir.at(config.data_dir).shard_name(config.shard))
     try:
-        shard.run()
+        ShardProcess(config).run()
     except Exception:
         log.exception("shard %d failed", config.shard)
         raise

@@ -40,6 +40,7 @@ __all__ = [
     "make_console",
     "median",
     "percentile",
+    "print_ratios",
     "print_table",
     "redis_info",
     "redis_server",
@@ -180,6 +181,24 @@ def print_table(
     for row in rows:
         table.add_row(*("—" if cell is None else str(cell) for cell in row))
     (console or make_console()).print(table)
+
+
+def print_ratios(ratios: dict[str, dict[str, Any]], console: Console | None = None) -> None:
+    """A table of `check_target` results: each ratio's value, its target and whether it is met."""
+    print_table(
+        "Ratios",
+        ["ratio", "value", "target", "met"],
+        [
+            [
+                name,
+                None if r["value"] is None else f"{r['value']:.3f}",
+                None if r["target"] is None else f"{r['op']} {r['target']}",
+                {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "—"}[r["met"]],
+            ]
+            for name, r in ratios.items()
+        ],
+        console,
+    )
 
 
 # -- redis-server ------------------------------------------------------------------

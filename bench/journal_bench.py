@@ -36,6 +36,7 @@ from bench.common import (
     environment,
     filesystem_of,
     make_console,
+    print_ratios,
     print_table,
     redis_info,
     redis_server,
@@ -470,20 +471,7 @@ def print_report(results: dict[str, Any]) -> None:
         rows,
         console,
     )
-    print_table(
-        "Ratios",
-        ["ratio", "value", "target", "met"],
-        [
-            [
-                name,
-                None if r["value"] is None else f"{r['value']:.3f}",
-                None if r["target"] is None else f"{r['op']} {r['target']}",
-                {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "—"}[r["met"]],
-            ]
-            for name, r in results["ratios"].items()
-        ],
-        console,
-    )
+    print_ratios(results["ratios"], console)
 
 
 def plot(path: Path, results: dict[str, Any]) -> None:

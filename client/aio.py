@@ -17,7 +17,7 @@ from typing import Any
 import zmq.asyncio
 
 from kvcluster.client.aio_links import AsyncStreamLink, AsyncZmqLink
-from kvcluster.client.connection import Target, resolve
+from kvcluster.client.connection import LinkPlan, Target, map_from_answer, resolve
 from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
 from kvcluster.client.forks import fork_generation
 from kvcluster.client.links import ConnectionLost
@@ -25,7 +25,6 @@ from kvcluster.client.sync import DEFAULT_TIMEOUT
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
 from kvcluster.router.clustermap import ClusterMap
-from kvcluster.router.proxy import ADMIN_TARGET
 from kvcluster.scope import Scope
 
 __all__ = ["AsyncClient", "AsyncNamespace"]
@@ -55,8 +54,7 @@ class AsyncClient:
         self._context = zmq.asyncio.Context()
         self._identity = secrets.token_bytes(8)
         self._limits = Limits()
-        admin_tag = ADMIN_TARGET if self.target.via_router else None
-        self._admin = AsyncZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, admin_tag)
+        self._admin = self._make_link(self.target.admin_plan())
         self._links: dict[int, AsyncStreamLink | AsyncZmqLink] = {}
         self.core = ClientCore(await self._fetch_map(), max_message=self._limits.max_message)
 
@@ -64,28 +62,23 @@ class AsyncClient:
         try:
             info = await self._exchange(self._admin, self.core.admin(Op.CLUSTER_MAP), min(self.timeout, 5.0))
         except Timeout:
-            fallback = self.target.manifest_map()
-            if fallback is None:
-                raise ClusterUnavailable(f"nothing answers at {self.target.admin_endpoint}") from None
-            return fallback
-        self._limits = Limits(max_message=int(info.get("max_message", DEFAULT_MAX_MESSAGE)))
-        return ClusterMap.from_wire(info)
+            return self.target.fallback_map()
+        cluster_map, max_message = map_from_answer(info)
+        self._limits = Limits(max_message=max_message)
+        return cluster_map
 
     def _link_for(self, target: int) -> AsyncStreamLink | AsyncZmqLink:
         if target == ADMIN:
             return self._admin
         link = self._links.get(target)
         if link is None:
-            cluster_map = self.core.map
-            if self.target.via_router:
-                tag = str(target).encode()
-                link = AsyncZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, tag)
-            elif cluster_map.streams:
-                link = AsyncStreamLink(cluster_map.streams[target], self._limits)
-            else:
-                link = AsyncZmqLink(self._context, cluster_map.endpoints[target], self._identity, self._limits)
-            self._links[target] = link
+            link = self._links[target] = self._make_link(self.target.link_plan(self.core.map, target))
         return link
+
+    def _make_link(self, plan: LinkPlan) -> AsyncStreamLink | AsyncZmqLink:
+        if plan.kind == "stream":
+            return AsyncStreamLink(plan.address, self._limits)
+        return AsyncZmqLink(self._context, plan.address, self._identity, self._limits, plan.tag)
 
     async def _exchange(self, link: AsyncStreamLink | AsyncZmqLink, call: Call, timeout: float) -> Any:
         seq = next(self._seq)

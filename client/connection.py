@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Literal
 
+from kvcluster.codec import DEFAULT_MAX_MESSAGE
 from kvcluster.datadir import DataDir
-from kvcluster.errors import InvalidRequest
+from kvcluster.errors import ClusterUnavailable, InvalidRequest
 from kvcluster.router.clustermap import ClusterMap
+from kvcluster.router.proxy import ADMIN_TARGET
 
-__all__ = ["Target", "resolve"]
+__all__ = ["LinkPlan", "Target", "map_from_answer", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,25 @@ class Target:
     via_router: bool  # every request goes through the router, tagged with its target
     data_dir: str | None = None
 
+    def link_plan(self, cluster_map: ClusterMap, shard: int) -> LinkPlan:
+        """How to reach `shard`: through the router, over its stream, or over ZeroMQ."""
+        if self.via_router:
+            return LinkPlan("zmq", self.admin_endpoint, str(shard).encode())
+        if cluster_map.streams:
+            return LinkPlan("stream", cluster_map.streams[shard])  # the local fast path
+        return LinkPlan("zmq", cluster_map.endpoints[shard])
+
+    def admin_plan(self) -> LinkPlan:
+        return LinkPlan("zmq", self.admin_endpoint, ADMIN_TARGET if self.via_router else None)
+
+    def fallback_map(self) -> ClusterMap:
+        """The map the manifest records, for when the coordinator does not answer (it is
+        restarting: the shards still serve). ClusterUnavailable for a router address."""
+        fallback = self.manifest_map()
+        if fallback is None:
+            raise ClusterUnavailable(f"nothing answers at {self.admin_endpoint}")
+        return fallback
+
     def manifest_map(self) -> ClusterMap | None:
         """The cluster map the manifest records (None for a router address)."""
         if self.data_dir is None:
@@ -32,6 +54,18 @@ class Target:
         return ClusterMap(
             manifest["epoch"], tuple(manifest["endpoints"]), self.admin_endpoint, tuple(manifest.get("streams", ()))
         )
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    kind: Literal["zmq", "stream"]
+    address: str  # a ZeroMQ endpoint, or a Unix socket path
+    tag: bytes | None = None  # the router's routing tag, when going through one
+
+
+def map_from_answer(info: Any) -> tuple[ClusterMap, int]:
+    """The cluster map and the message limit from a CLUSTER_MAP answer."""
+    return ClusterMap.from_wire(info), int(info.get("max_message", DEFAULT_MAX_MESSAGE))
 
 
 def resolve(address: str | os.PathLike[str]) -> Target:

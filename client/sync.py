@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from kvcluster.client.connection import Target, resolve
+from kvcluster.client.connection import LinkPlan, Target, map_from_answer, resolve
 from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
 from kvcluster.client.forks import fork_generation
 from kvcluster.client.links import ConnectionLost, StreamLink, ZmqLink
@@ -27,7 +27,6 @@ from kvcluster.client.namespace import Namespace
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
 from kvcluster.router.clustermap import ClusterMap
-from kvcluster.router.proxy import ADMIN_TARGET
 
 __all__ = ["Client"]
 
@@ -56,8 +55,7 @@ class Client:
         self._context: zmq.Context[Any] = zmq.Context()
         self._identity = secrets.token_bytes(8)
         self._limits = Limits()
-        admin_tag = ADMIN_TARGET if self.target.via_router else None
-        self._admin = ZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, admin_tag)
+        self._admin = self._make_link(self.target.admin_plan())
         self._links: dict[int, ZmqLink | StreamLink] = {}
         bootstrap = ClientCore(ClusterMap(1, ("",), self.target.admin_endpoint), max_message=DEFAULT_MAX_MESSAGE)
         self.core = bootstrap
@@ -68,28 +66,23 @@ class Client:
         try:
             info = self._exchange(self._admin, self.core.admin(Op.CLUSTER_MAP), min(self.timeout, 5.0))
         except Timeout:
-            fallback = self.target.manifest_map()
-            if fallback is None:
-                raise ClusterUnavailable(f"nothing answers at {self.target.admin_endpoint}") from None
-            return fallback  # the coordinator is restarting: the shards still serve
-        self._limits = Limits(max_message=int(info.get("max_message", DEFAULT_MAX_MESSAGE)))
-        return ClusterMap.from_wire(info)
+            return self.target.fallback_map()
+        cluster_map, max_message = map_from_answer(info)
+        self._limits = Limits(max_message=max_message)
+        return cluster_map
 
     def _link_for(self, target: int) -> ZmqLink | StreamLink:
         if target == ADMIN:
             return self._admin
         link = self._links.get(target)
         if link is None:
-            cluster_map = self.core.map
-            if self.target.via_router:
-                tag = str(target).encode()
-                link = ZmqLink(self._context, self.target.admin_endpoint, self._identity, self._limits, tag)
-            elif cluster_map.streams:
-                link = StreamLink(cluster_map.streams[target], self._limits, self.timeout)  # the local fast path
-            else:
-                link = ZmqLink(self._context, cluster_map.endpoints[target], self._identity, self._limits)
-            self._links[target] = link
+            link = self._links[target] = self._make_link(self.target.link_plan(self.core.map, target))
         return link
+
+    def _make_link(self, plan: LinkPlan) -> ZmqLink | StreamLink:
+        if plan.kind == "stream":
+            return StreamLink(plan.address, self._limits, self.timeout)
+        return ZmqLink(self._context, plan.address, self._identity, self._limits, plan.tag)
 
     def _exchange(self, link: ZmqLink | StreamLink, call: Call, timeout: float) -> Any:
         seq = next(self._seq)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import socket
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,8 +20,8 @@ import msgpack
 import zmq
 
 from kvcluster.codec import Op, encode_error
-from kvcluster.datadir import DataDir
 from kvcluster.errors import InvalidRequest
+from kvcluster.process import StopSignal, log_to_file
 
 __all__ = ["ADMIN_TARGET", "ROUTER_ID", "RouterConfig", "run_router"]
 
@@ -84,10 +82,10 @@ class RouterProcess:
         self.coordinator = self._socket(zmq.DEALER, config.coordinator)
         self.shards = [self._socket(zmq.DEALER, endpoint) for endpoint in config.endpoints]
         self.stopping = False
-        self.wakeup, self._wakeup_writer = socket.socketpair()
-        for end in (self.wakeup, self._wakeup_writer):
-            end.setblocking(False)
-        signal.set_wakeup_fd(self._wakeup_writer.fileno())
+        self.wakeup = StopSignal(self._stop)
+
+    def _stop(self) -> None:
+        self.stopping = True
 
     def _socket(self, kind: int, connect: str | None = None) -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] = self.context.socket(kind)
@@ -113,7 +111,7 @@ class RouterProcess:
                 elif isinstance(item, zmq.Socket):
                     self._forward_replies(item)
                 else:
-                    self.wakeup.recv(64)
+                    self.wakeup.drain()
         self.context.destroy(linger=0)
 
     def _forward_requests(self) -> None:
@@ -160,17 +158,5 @@ class RouterProcess:
 
 def run_router(config: RouterConfig) -> None:
     """Entry point of the router process (started by the coordinator, spawn method)."""
-    data = DataDir.at(config.data_dir)
-    logging.basicConfig(
-        filename=data.log_file("router"),
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
-    router = RouterProcess(config)
-
-    def stop(signum: int, frame: Any) -> None:
-        router.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    router.run()
+    log_to_file(config.data_dir, "router")
+    RouterProcess(config).run()
