@@ -82,7 +82,7 @@ class Coordinator:
                     self.manifest["durability"],
                     config.buffer_size,
                     config.max_message,
-                    SPIN if (os.cpu_count() or 1) > len(self.manifest["endpoints"]) else 0.0,
+                    SPIN,
                 ),
                 self.data.run,
             )

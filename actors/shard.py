@@ -52,9 +52,11 @@ KEY_OPS: Final = WRITE_OPS | {Op.GET, Op.EXISTS}  # requests that name one key o
 COORDINATOR_OPS: Final = frozenset({Op.NS_SYNC, Op.QUOTA_RELEASE, Op.NS_DROP, Op.ROTATE, Op.STOP})
 QUOTA_ANSWER_TIMEOUT: Final = 2.0  # seconds a parked write waits for the coordinator
 # After replying, a shard keeps polling this long before it blocks: waking a sleeping
-# process costs ~15 us on a VM, more than a whole request. Only where every shard can
-# have a core of its own, or spinning would take the CPU its clients need.
-SPIN: Final = 50e-6
+# process costs ~15 us on a VM, more than a whole request. It yields the CPU between
+# polls, so a client (or another shard) that needs the core gets it: measured, spinning
+# without yielding made 2 shards and a client on 2 cores 3x slower; yielding, never
+# slower than sleeping at once.
+SPIN: Final = float(os.environ.get("KV_SPIN_US", "50")) * 1e-6 if (os.cpu_count() or 1) > 1 else 0.0
 _POLLIN: Final = int(zmq.POLLIN)  # plain ints: zmq's flag enums cost a Python call per test
 _POLLOUT: Final = int(zmq.POLLOUT)
 
@@ -139,7 +141,11 @@ class ShardProcess:
         log.info("shard %d serving %s (pid %d)", self.config.shard, self.config.endpoint, os.getpid())
         while not self.stopping:
             incoming: list[tuple[Envelope, bytes]] = []
-            for item, events in poller.poll(self._poll_timeout_ms()):
+            timeout = self._poll_timeout_ms()
+            ready = poller.poll(timeout)
+            if not ready and timeout == 0:
+                os.sched_yield()  # spinning: let whoever is runnable have the core
+            for item, events in ready:
                 if item is self.router:
                     self._drain_router(incoming)
                 elif item is self.coordinator:
@@ -231,8 +237,15 @@ class ShardProcess:
             for out in replies:
                 if out.request is not None and out.request.op in WRITE_OPS:
                     out.reply = encode_error(out.request.seq, exc)
+        streams: dict[int, StreamConnection] = {}
         for out in replies:
-            self._send(out.envelope, out.reply)
+            if isinstance(out.envelope, StreamConnection):
+                self.streams.queue(out.envelope, out.reply)
+                streams[id(out.envelope)] = out.envelope
+            else:
+                self._send(out.envelope, out.reply)
+        for connection in streams.values():
+            self.streams.flush(connection)
 
     def _apply(self, envelope: Envelope, request: Request) -> bytes:
         op = request.op

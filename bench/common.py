@@ -77,9 +77,23 @@ def environment(packages: Iterable[str] = PACKAGES) -> dict[str, Any]:
         # the machine may be shared: a high load average explains noisy figures
         "load_average": list(os.getloadavg()),
         "kvcluster": kvcluster.__version__,
+        "git": _git_state(),
         "packages": versions,
         "redis_server": redis_server_version(),
     }
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The checkout measured: its commit, and the files changed since (None outside git)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        return {"commit": git("rev-parse", "HEAD").strip(), "changed": git("status", "--porcelain").splitlines()}
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _cpu_model() -> str | None:

@@ -25,7 +25,9 @@ _HEADER: Final = struct.Struct("<I")
 _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO / SO_SNDTIMEO
 _CONNECT_RETRY: Final = 0.02  # seconds between attempts while a shard (re)starts
 _RECV_BUFFER: Final = 1 << 16
-_SPIN: Final = 50e-6 if (os.cpu_count() or 1) > 1 else 0.0  # one core: spinning only delays the shard
+_SPIN: Final = (
+    float(os.environ.get("KV_CLIENT_SPIN_US", "50")) * 1e-6 if (os.cpu_count() or 1) > 1 else 0.0
+)  # one core: polling only delays the shard
 
 
 class ConnectionLost(Timeout):
@@ -159,7 +161,8 @@ class StreamLink:
     @staticmethod
     def _receive(sock: socket.socket, view: memoryview) -> int:
         # Poll for the answer a few tens of microseconds before sleeping in recv: it
-        # usually arrives that soon, and waking a sleeping process costs more.
+        # usually arrives that soon, and waking a sleeping process costs more. Yield
+        # between polls, so the shard (or anyone) that needs this core gets it.
         if _SPIN:
             deadline = time.perf_counter() + _SPIN
             while True:
@@ -170,6 +173,7 @@ class StreamLink:
                     if time.perf_counter() > deadline:
                         received = sock.recv_into(view)
                         break
+                    os.sched_yield()
         else:
             received = sock.recv_into(view)
         if not received:

@@ -22,7 +22,7 @@ from kvcluster.actors.coordinator import CoordinatorConfig
 from kvcluster.actors.supervisor import SupervisorConfig
 from kvcluster.client.sync import Client
 from kvcluster.codec import DEFAULT_MAX_MESSAGE
-from kvcluster.config import DEFAULT_BUFFER_SIZE, Durability
+from kvcluster.config import DEFAULT_SHARD_BUFFER_SIZE, Durability
 from kvcluster.datadir import DataDir, PidLock
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
 
@@ -164,7 +164,7 @@ def start(
     shards: int | None = None,
     durability: str | Durability = Durability.INTERVAL,
     max_namespaces: int = 0,
-    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    buffer_size: int = DEFAULT_SHARD_BUFFER_SIZE,
     listen: str | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
 ) -> Cluster:

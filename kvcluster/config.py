@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from kvcluster.errors import InvalidRequest
 
-__all__ = ["DEFAULT_BUFFER_SIZE", "DEFAULT_FLUSH_INTERVAL", "Durability", "Retention"]
+__all__ = ["DEFAULT_BUFFER_SIZE", "DEFAULT_FLUSH_INTERVAL", "DEFAULT_SHARD_BUFFER_SIZE", "Durability", "Retention"]
 
-DEFAULT_BUFFER_SIZE = 1 << 20
+DEFAULT_BUFFER_SIZE = 1 << 20  # a VersionedStore on its own
+DEFAULT_SHARD_BUFFER_SIZE = 64 << 20  # a shard's journal: rotations (which pause it) stay rare
 DEFAULT_FLUSH_INTERVAL = 0.1  # seconds: `interval` durability flushes at least this often
 
 

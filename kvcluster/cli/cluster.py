@@ -39,11 +39,11 @@ def start(
     """Start a cluster on DATA_DIR and return once every shard serves."""
     from kvcluster.actors.supervisor import SupervisorConfig
     from kvcluster.cluster import _check_shard_count, _config, launch, wait_until_ready
-    from kvcluster.config import DEFAULT_BUFFER_SIZE
+    from kvcluster.config import DEFAULT_SHARD_BUFFER_SIZE
 
     path = os.path.abspath(data_dir)
     _check_shard_count(path, shards)
-    config = SupervisorConfig(_config(path, shards, durability, max_namespaces, DEFAULT_BUFFER_SIZE, listen))
+    config = SupervisorConfig(_config(path, shards, durability, max_namespaces, DEFAULT_SHARD_BUFFER_SIZE, listen))
     process = launch(config, detach=not foreground)
     try:
         wait_until_ready(path, process, timeout)
