@@ -56,7 +56,7 @@ QUOTA_ANSWER_TIMEOUT: Final = 2.0  # seconds a parked write waits for the coordi
 # polls, so a client (or another shard) that needs the core gets it: measured, spinning
 # without yielding made 2 shards and a client on 2 cores 3x slower; yielding, never
 # slower than sleeping at once.
-SPIN: Final = float(os.environ.get("KV_SPIN_US", "50")) * 1e-6 if (os.cpu_count() or 1) > 1 else 0.0
+SPIN: Final = float(os.environ.get("KVCLUSTER_SPIN_US", "50")) * 1e-6 if (os.cpu_count() or 1) > 1 else 0.0
 _POLLIN: Final = int(zmq.POLLIN)  # plain ints: zmq's flag enums cost a Python call per test
 _POLLOUT: Final = int(zmq.POLLOUT)
 

@@ -26,7 +26,7 @@ _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO / SO_S
 _CONNECT_RETRY: Final = 0.02  # seconds between attempts while a shard (re)starts
 _RECV_BUFFER: Final = 1 << 16
 _SPIN: Final = (
-    float(os.environ.get("KV_CLIENT_SPIN_US", "50")) * 1e-6 if (os.cpu_count() or 1) > 1 else 0.0
+    float(os.environ.get("KVCLUSTER_CLIENT_SPIN_US", "50")) * 1e-6 if (os.cpu_count() or 1) > 1 else 0.0
 )  # one core: polling only delays the shard
 
 
