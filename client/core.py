@@ -9,7 +9,6 @@ they share live here, so both behave the same by construction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from kvcluster.codec import Op, Reply, encode_request
@@ -31,16 +30,25 @@ class StaleEpoch(ClusterUnavailable):
     """The shard's cluster map is newer than the client's: refresh the map, then resend."""
 
 
-@dataclass(frozen=True)
 class Call:
-    target: int  # a shard index, or ADMIN
-    op: Op
-    args: tuple[Any, ...]
-    decode: Callable[[Any], Any]
+    """One request to make: its peer, its operation and arguments, and how to read the
+    answer. (A plain class with slots: one is built per request.)"""
+
+    __slots__ = ("args", "decode", "op", "target")
+
+    def __init__(self, target: int, op: Op, args: tuple[Any, ...], decode: Callable[[Any], Any]) -> None:
+        self.target = target  # a shard index, or ADMIN
+        self.op = op
+        self.args = args
+        self.decode = decode
 
 
 def _same(result: Any) -> Any:
     return result
+
+
+def _value_or_none(result: Any) -> Any:
+    return None if result is None else unpack_value(result[0])
 
 
 def _versioned(result: Any) -> tuple[Any, int] | None:
@@ -86,9 +94,8 @@ class ClientCore:
 
     def get(self, ns: bytes, key: Any, default: Any) -> Call:
         key_b = encode_key(key)
-        return Call(
-            self._target(ns, key_b), Op.GET, (ns, key_b), lambda r: default if r is None else unpack_value(r[0])
-        )
+        decode = _value_or_none if default is None else (lambda r: default if r is None else unpack_value(r[0]))
+        return Call(self._target(ns, key_b), Op.GET, (ns, key_b), decode)
 
     def get_item(self, ns: bytes, key: Any) -> Call:
         """`ns[key]`: like get, but a missing key is KeyNotFound (a KeyError)."""

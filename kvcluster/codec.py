@@ -116,11 +116,18 @@ class Request:
         return f"Request(seq={self.seq}, epoch={self.epoch}, op={self.op.name}, args={self.args!r:.200})"
 
 
-@dataclass(frozen=True)
 class Reply:
-    seq: int
-    status: int | str
-    result: Any
+    """A decoded reply. (A plain class with slots: one is built per request.)"""
+
+    __slots__ = ("result", "seq", "status")
+
+    def __init__(self, seq: int, status: int | str, result: Any) -> None:
+        self.seq = seq
+        self.status = status
+        self.result = result
+
+    def __repr__(self) -> str:
+        return f"Reply(seq={self.seq}, status={self.status!r}, result={self.result!r:.200})"
 
     def unwrap(self) -> Any:
         """The result, or the peer's error raised as its KVError."""
