@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 from kvcluster.actors.coordinator import CoordinatorConfig
 from kvcluster.actors.supervisor import SupervisorConfig
@@ -66,6 +67,13 @@ def _listen_address(listen: str | None) -> str | None:
         return None
     if not listen.startswith("tcp://") or ":" not in listen[6:]:
         raise InvalidRequest(f"--listen takes tcp://host:port, not {listen!r}")
+    host = listen[6:].rsplit(":", 1)[0]
+    if host not in ("127.0.0.1", "localhost", "[::1]"):
+        warnings.warn(
+            f"the router at {listen} accepts requests from anyone who can reach it: "
+            "it has no authentication yet (keep it on loopback or behind a firewall)",
+            stacklevel=3,
+        )
     return listen
 
 
