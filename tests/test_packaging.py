@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,15 +24,40 @@ def run(*command: str | Path, cwd: Path | None = None) -> str:
     return result.stdout
 
 
+def source_packages() -> set[str]:
+    """Every package of the source tree, as the wheel must install it."""
+    found = set()
+    for top, prefix in (("kvcluster", "kvcluster"), ("journal", "kvcluster.journal"), ("router", "kvcluster.router"),
+                        ("actors", "kvcluster.actors"), ("client", "kvcluster.client")):  # fmt: skip
+        for directory, subdirs, files in os.walk(REPO / top):
+            subdirs[:] = [d for d in subdirs if not (Path(directory) / d).is_symlink() and d != "__pycache__"]
+            if "__init__.py" in files:
+                relative = Path(directory).relative_to(REPO / top)
+                found.add(".".join([prefix, *relative.parts]))
+    return found
+
+
 def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path: Path) -> None:
+    # Build from a copy of the tracked files: a stale build/ directory must not hide a
+    # package the project metadata forgot (it once did).
+    source = tmp_path / "source"
+    tracked = run("git", "ls-files", cwd=REPO).splitlines()
+    for name in tracked:
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        origin = REPO / name
+        if origin.is_symlink():
+            target.symlink_to(os.readlink(origin))
+        elif origin.exists():
+            shutil.copy2(origin, target)
     wheels = tmp_path / "wheels"
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", wheels, REPO)
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", wheels, source)
     (wheel,) = wheels.glob("kvcluster-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"kvcluster", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
-    for package in ("journal", "router", "actors", "client"):
-        assert f"kvcluster/{package}/__init__.py" in names
+    for package in source_packages():
+        assert package.replace(".", "/") + "/__init__.py" in names, f"the wheel lacks {package}"
     assert "kvcluster/py.typed" in names
 
     venv = tmp_path / "venv"
