@@ -12,7 +12,13 @@ Grammar (all integers little-endian; see docs/journal-format.md for a worked exa
 damaged length field fails the check instead of steering the reader. Type 0 is
 reserved: preallocated zero bytes read as "end of records". `base_ts` is the rotation
 cut this journal starts from (0 for a store's first journal): its leading records are
-the live state at `base_ts`, compacted, and every later record has a larger timestamp.
+the live state at `base_ts`, compacted.
+
+Types: PUT and DELETE change one key. BATCH changes many keys of one namespace at one
+timestamp, atomically (one record: all or nothing). PREPARE, COMMIT and ABORT are the
+shard's side of a two-phase commit: PREPARE holds a transaction's changes without
+applying them; COMMIT applies them at its own timestamp; ABORT drops them. The value
+of a BATCH or PREPARE is msgpack (see `encode_batch`, `encode_prepare`).
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ from __future__ import annotations
 import mmap
 import struct
 import zlib
-from typing import Final
+from typing import Any, Final
+
+import msgpack
 
 from kvcluster.keys import MAX_KEY_BYTES, MAX_NAMESPACE_BYTES
 
 __all__ = [
+    "BATCH_KEY",
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "MAGIC",
@@ -34,14 +43,27 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "RECORD_FIXED",
     "RECORD_HEAD",
+    "TYPE_ABORT",
+    "TYPE_BATCH",
+    "TYPE_COMMIT",
     "TYPE_DELETE",
+    "TYPE_PREPARE",
     "TYPE_PUT",
+    "VALUE_TYPES",
     "Buffer",
+    "Change",
     "HeaderError",
     "JournalHeader",
+    "decode_batch",
+    "decode_changes",
     "decode_header",
+    "decode_prepare",
+    "encode_abort",
+    "encode_batch",
+    "encode_commit",
     "encode_delete",
     "encode_header",
+    "encode_prepare",
     "encode_put",
     "record_size",
 ]
@@ -49,7 +71,8 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview | mmap.mmap  # anything a header can be read from
 
 MAGIC: Final = b"KVCJRNL\x00"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2 added BATCH, PREPARE, COMMIT and ABORT
+READABLE_VERSIONS: Final = frozenset({1, 2})
 
 _HEADER = struct.Struct("<8sHHIQI")  # magic, version, flags, reserved, base_ts, reserved
 _HEADER_CRC = struct.Struct("<I")
@@ -57,7 +80,13 @@ HEADER_SIZE: Final = _HEADER.size + _HEADER_CRC.size  # 32
 
 TYPE_PUT: Final = 1
 TYPE_DELETE: Final = 2
-RECORD_TYPES: Final = frozenset({TYPE_PUT, TYPE_DELETE})
+TYPE_BATCH: Final = 3
+TYPE_PREPARE: Final = 4
+TYPE_COMMIT: Final = 5
+TYPE_ABORT: Final = 6
+RECORD_TYPES: Final = frozenset({TYPE_PUT, TYPE_DELETE, TYPE_BATCH, TYPE_PREPARE, TYPE_COMMIT, TYPE_ABORT})
+VALUE_TYPES: Final = frozenset({TYPE_PUT, TYPE_BATCH, TYPE_PREPARE})  # the others have an empty value
+BATCH_KEY: Final = b"*"  # the key field of a BATCH record (its keys are in its value)
 
 # crc, length, type, scope, ns_len, key_len, ts
 RECORD_HEAD: Final = struct.Struct("<IIBBBHQ")
@@ -100,8 +129,9 @@ def decode_header(data: Buffer) -> JournalHeader:
     (crc,) = _HEADER_CRC.unpack_from(data, _HEADER.size)
     if zlib.crc32(data[: _HEADER.size]) != crc:
         raise HeaderError("header checksum mismatch")
-    if version != FORMAT_VERSION:
-        raise HeaderError(f"journal format version {version}; this kvcluster reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, sorted(READABLE_VERSIONS)))
+        raise HeaderError(f"journal format version {version}; this kvcluster reads {readable}")
     return JournalHeader(base_ts, version)
 
 
@@ -129,3 +159,60 @@ def encode_delete(ns: bytes, key: bytes, ts: int, scope: int) -> bytes:
     n, k = len(ns), len(key)
     body = _join((_pack_body_head(RECORD_FIXED + n + k, TYPE_DELETE, scope, n, k, ts), ns, key))
     return _pack_crc(_crc32(body)) + body
+
+
+# A change inside a BATCH or PREPARE: (key, msgpack value) sets the key, (key, None)
+# removes it.
+Change = tuple[bytes, bytes | None]
+_pack_changes = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def encode_batch(ns: bytes, ts: int, changes: list[Change]) -> bytes:
+    """Frame changes to many keys of `ns`, applied together at `ts`."""
+    return _framed(TYPE_BATCH, ns, BATCH_KEY, ts, _pack_changes([list(c) for c in changes]))
+
+
+def encode_prepare(ns: bytes, txn: bytes, ts: int, deadline: int, changes: list[Change]) -> bytes:
+    """Frame a prepared transaction: `changes`, held until its COMMIT or ABORT."""
+    return _framed(TYPE_PREPARE, ns, txn, ts, _pack_changes([deadline, [list(c) for c in changes]]))
+
+
+def encode_commit(ns: bytes, txn: bytes, ts: int) -> bytes:
+    return _framed(TYPE_COMMIT, ns, txn, ts, b"")
+
+
+def encode_abort(ns: bytes, txn: bytes, ts: int) -> bytes:
+    return _framed(TYPE_ABORT, ns, txn, ts, b"")
+
+
+def _framed(rtype: int, ns: bytes, key: bytes, ts: int, value: bytes) -> bytes:
+    n, k = len(ns), len(key)
+    body = _join((_pack_body_head(RECORD_FIXED + n + k + len(value), rtype, 1, n, k, ts), ns, key, value))
+    return _pack_crc(_crc32(body)) + body
+
+
+def decode_changes(data: Any) -> list[Change]:
+    """The changes of a BATCH value (or of a PREPARE's); ValueError if malformed."""
+    if not isinstance(data, list):
+        raise ValueError("changes are a list")
+    changes: list[Change] = []
+    for item in data:
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is bytes):
+            raise ValueError("a change is [key, value or nil]")
+        key, value = item
+        if not 0 < len(key) <= MAX_KEY_BYTES or not (value is None or (type(value) is bytes and value)):
+            raise ValueError("a change's key or value is malformed")
+        changes.append((key, value))
+    return changes
+
+
+def decode_batch(value: bytes) -> list[Change]:
+    return decode_changes(msgpack.unpackb(value, raw=True, use_list=True, strict_map_key=True))
+
+
+def decode_prepare(value: bytes) -> tuple[int, list[Change]]:
+    """(deadline, changes) of a PREPARE value; ValueError if malformed."""
+    data = msgpack.unpackb(value, raw=True, use_list=True, strict_map_key=True)
+    if not (isinstance(data, list) and len(data) == 2 and type(data[0]) is int):
+        raise ValueError("a prepare is [deadline, changes]")
+    return data[0], decode_changes(data[1])

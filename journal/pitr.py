@@ -3,7 +3,8 @@
 The history of a store is its archives, oldest cut first, then the active journal.
 Replaying every record with a timestamp <= T, in that order, last write winning,
 gives the state at T. Records of a compacted prefix are not in time order, so the
-replay filters each record and never stops at the first one past T.
+replay filters each record and never stops at the first one past T. A transaction
+counts from its COMMIT's timestamp: at an earlier T it was at most prepared.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 from kvcluster.errors import StorageError
 from kvcluster.journal.archive import ACTIVE_NAME, ArchiveScan, list_archives, list_raw_archives
-from kvcluster.journal.format import TYPE_PUT, HeaderError, decode_header
+from kvcluster.journal.format import HeaderError, decode_header
 from kvcluster.journal.reader import Record, RecordScan
+from kvcluster.journal.replay import Replay
 from kvcluster.values import unpack_value
 
 __all__ = ["HistoryFile", "earliest_recoverable", "history", "recover_at", "replay_file"]
@@ -94,17 +96,19 @@ def recover_at(directory: str | os.PathLike[str], ts: int) -> dict[tuple[str, st
         raise StorageError(
             f"cannot recover to {ts}: retention kept history back to {earliest} only", timestamp=earliest
         )
-    state: dict[tuple[bytes, bytes], tuple[bytes, int]] = {}
+    replay = Replay(until=ts)  # filters every record: compacted ones are not in time order
     for source in files:
         is_active = os.path.basename(source.path) == ACTIVE_NAME
         for rtype, ns, key, rts, value in replay_file(source, allow_torn_tail=is_active):
-            if rts > ts:
-                continue  # compacted records are not in time order: filter, never stop
-            if rtype == TYPE_PUT:
-                state[ns, key] = (value, rts)
-            else:
-                state.pop((ns, key), None)
-    return {(ns.decode(), key.decode()): (unpack_value(v), vts) for (ns, key), (v, vts) in state.items()}
+            try:
+                replay.apply(rtype, ns, key, rts, value)
+            except ValueError as exc:
+                raise StorageError(f"{source.path}: malformed record: {exc}", path=source.path) from None
+    return {
+        (ns.decode(), key.decode()): (unpack_value(value), vts)
+        for ns, space in replay.tidy().items()
+        for key, (value, vts) in space.items()
+    }
 
 
 def _base_ts(source: HistoryFile) -> int:

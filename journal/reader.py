@@ -23,8 +23,8 @@ from kvcluster.journal.format import (
     PREFIX_SIZE,
     RECORD_HEAD,
     RECORD_TYPES,
-    TYPE_DELETE,
     TYPE_PUT,
+    VALUE_TYPES,
 )
 from kvcluster.scope import Scope
 
@@ -121,6 +121,7 @@ class RecordScan:
         unpack = RECORD_HEAD.unpack_from
         head_size = RECORD_HEAD.size
         crc32 = zlib.crc32
+        value_types, record_types = VALUE_TYPES, RECORD_TYPES
         pos = self.position
         try:
             while pos + head_size <= stop:
@@ -130,7 +131,7 @@ class RecordScan:
                 b = a + ns_len
                 c = b + key_len
                 if not (
-                    (c < end if rtype == TYPE_PUT else rtype == TYPE_DELETE and c == end)
+                    (c < end if rtype == TYPE_PUT else (c == end) != (rtype in value_types) and rtype in record_types)
                     and scope == _PERMANENT
                     and 0 < ns_len <= MAX_NAMESPACE_BYTES
                     and 0 < key_len <= MAX_KEY_BYTES

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 from kvcluster.errors import StorageError
 from kvcluster.journal.archive import ACTIVE_NAME, NEXT_NAME, list_archives, list_raw_archives
-from kvcluster.journal.format import TYPE_PUT
+from kvcluster.journal.format import TYPE_DELETE, TYPE_PUT
 from kvcluster.journal.fs import FileSystem
 from kvcluster.journal.reader import Damage, RecordScan
+from kvcluster.journal.replay import Entries, Prepared, Replay
 from kvcluster.journal.rotation import finish_interrupted
 from kvcluster.journal.writer import JournalWriter, build_journal, map_journal, storage_error
 
@@ -28,9 +29,6 @@ __all__ = ["Entries", "Recovered", "recover_directory"]
 log = logging.getLogger("kvcluster.journal")
 _COPY_CHUNK = 1 << 20
 
-# namespace -> key -> (msgpack value, timestamp); bytes throughout, decoded at the API
-Entries = dict[bytes, dict[bytes, tuple[bytes, int]]]
-
 
 @dataclass
 class Recovered:
@@ -38,6 +36,7 @@ class Recovered:
     entries: Entries
     max_ts: int
     pending_archives: list[int]
+    prepared: dict[bytes, Prepared] = field(default_factory=dict)  # transactions still in doubt
     damage: list[Damage] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
 
@@ -56,9 +55,14 @@ def recover_directory(fs: FileSystem, directory: str, buffer_size: int) -> Recov
         return Recovered(_create_first_journal(fs, directory, buffer_size), {}, 0, pending)
 
     fd, mapped, header = map_journal(fs, journal_path, buffer_size)
-    entries, max_ts, scan = _replay(mapped, journal_path)
+    try:
+        replay, max_ts, scan = _replay(mapped, journal_path)
+    except BaseException:
+        mapped.close()
+        os.close(fd)
+        raise
     writer = JournalWriter(fs, journal_path, fd, mapped, scan.position, header.base_ts)
-    recovered = Recovered(writer, entries, max(max_ts, header.base_ts), pending)
+    recovered = Recovered(writer, replay.entries, max(max_ts, header.base_ts), pending, replay.prepared)
     if scan.damage is not None:
         try:
             _cut(fs, directory, writer, scan.damage, recovered)
@@ -68,8 +72,9 @@ def recover_directory(fs: FileSystem, directory: str, buffer_size: int) -> Recov
     return recovered
 
 
-def _replay(mapped: mmap.mmap, path: str) -> tuple[Entries, int, RecordScan]:
-    entries: Entries = {}
+def _replay(mapped: mmap.mmap, path: str) -> tuple[Replay, int, RecordScan]:
+    replay = Replay()
+    entries = replay.entries
     scan = RecordScan(mapped, path)
     max_ts = 0
     last_ns = b""
@@ -78,15 +83,19 @@ def _replay(mapped: mmap.mmap, path: str) -> tuple[Entries, int, RecordScan]:
         if ns != last_ns:
             last_ns = ns
             space = entries.setdefault(ns, {})
-        if rtype == TYPE_PUT:
+        if rtype == TYPE_PUT:  # the common cases, inline: this loop is the reopen time
             space[key] = (value, ts)
-        else:
+        elif rtype == TYPE_DELETE:
             space.pop(key, None)
+        else:
+            try:
+                replay.apply(rtype, ns, key, ts, value)
+            except ValueError as exc:
+                raise StorageError(f"{path}: malformed record before byte {scan.position}: {exc}", path=path) from None
         if ts > max_ts:
             max_ts = ts
-    for ns in [ns for ns, space in entries.items() if not space]:
-        del entries[ns]
-    return entries, max_ts, scan
+    replay.tidy()
+    return replay, max_ts, scan
 
 
 def _cut(fs: FileSystem, directory: str, writer: JournalWriter, damage: Damage, recovered: Recovered) -> None:

@@ -20,6 +20,7 @@ from kvcluster.config import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL, Durabi
 from kvcluster.errors import InvalidRequest, StorageError, ValueTooLarge
 from kvcluster.journal import rotation
 from kvcluster.journal.archive import list_archives, raw_archive_name
+from kvcluster.journal.batches import BatchWrites, Prepared
 from kvcluster.journal.clock import Clock
 from kvcluster.journal.format import HEADER_SIZE, MAX_VALUE_BYTES, RECORD_HEAD, encode_delete, encode_put, record_size
 from kvcluster.journal.fs import FileSystem
@@ -59,7 +60,7 @@ class StoreOptions:
             raise InvalidRequest(f"flush_interval must be in (0, 60] seconds, not {self.flush_interval!r}")
 
 
-class VersionedStore:
+class VersionedStore(BatchWrites):
     """A versioned, crash-resilient key-value store in one directory (see README)."""
 
     def __init__(self, directory: str, options: StoreOptions, fs: FileSystem, lock_fd: int) -> None:
@@ -73,6 +74,7 @@ class VersionedStore:
         self._entries: Entries = recovered.entries
         self._ephemeral: Entries = {}
         self._clock = Clock(recovered.max_ts)
+        self.prepared: dict[bytes, Prepared] = {t: Prepared.recovered(p) for t, p in recovered.prepared.items()}
         self.damage: tuple[Damage, ...] = tuple(recovered.damage)
         self.quarantined: tuple[str, ...] = tuple(recovered.quarantined)
         self._limit = self._limit_for(self._writer.size)
@@ -296,7 +298,7 @@ class VersionedStore:
         self._rotate(extra=0)
 
     def _rotate(self, extra: int) -> None:
-        live = sum(
+        live = self._prepared_size() + sum(
             RECORD_HEAD.size + len(ns) + len(key) + len(value)
             for ns, space in self._entries.items()
             for key, (value, _ts) in space.items()
@@ -321,6 +323,7 @@ class VersionedStore:
         for ns, space in self._entries.items():
             for key, (value, ts) in space.items():
                 yield encode_put(ns, key, ts, _PERMANENT, value)
+        yield from self._prepared_records()  # transactions in doubt survive rotation
 
     def _install(self, writer: JournalWriter) -> None:
         self._writer = writer

@@ -1,0 +1,177 @@
+"""Changes to many keys at once: atomic batches and the shard's side of two-phase commit.
+
+A batch is one BATCH record: its changes apply together at one timestamp, or — if the
+record is torn — not at all. A transaction spread over several stores is PREPAREd in
+each (its changes journaled, not applied), then COMMITted (applied, at the timestamp
+the transaction chose) or ABORTed. A store reopened with a transaction still prepared
+reports it in `prepared`, so its owner can ask how it was decided.
+
+Mixed into `VersionedStore`: these methods use its journal, clock and cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kvcluster.errors import InvalidRequest, StorageError
+from kvcluster.journal.format import (
+    BATCH_KEY,
+    RECORD_HEAD,
+    Change,
+    encode_abort,
+    encode_batch,
+    encode_commit,
+    encode_prepare,
+)
+from kvcluster.journal.replay import Entries
+from kvcluster.journal.replay import Prepared as Recovered
+from kvcluster.scope import Scope
+
+if TYPE_CHECKING:
+    from kvcluster.journal.clock import Clock
+    from kvcluster.journal.writer import JournalWriter
+
+__all__ = ["BatchWrites", "Prepared", "ScopedChange"]
+
+# (key, msgpack value or None to remove, scope of the value)
+ScopedChange = tuple[bytes, bytes | None, Scope]
+
+
+@dataclass
+class Prepared:
+    """A transaction prepared here, waiting for its decision."""
+
+    ns: bytes
+    txn: bytes
+    ts: int  # the timestamp this store proposed for it
+    deadline: int  # µs since the epoch
+    changes: list[ScopedChange]
+    journaled: list[Change] = field(default_factory=list)  # what its PREPARE record holds
+
+    @classmethod
+    def recovered(cls, found: Recovered) -> Prepared:
+        """A transaction read back from the journal (its ephemeral values died with the process)."""
+        changes = [(key, value, Scope.PERMANENT) for key, value in found.changes]
+        return cls(found.ns, found.txn, found.ts, found.deadline, changes, list(found.changes))
+
+
+class BatchWrites:
+    # Provided by VersionedStore.
+    _entries: Entries
+    _ephemeral: Entries
+    _clock: Clock
+    _writer: JournalWriter
+    _failure: StorageError | None
+    _syncing: bool
+    prepared: dict[bytes, Prepared]
+
+    if TYPE_CHECKING:
+
+        def _make_room(self, size: int) -> None: ...
+        def _written(self) -> None: ...
+        def _read_only(self) -> StorageError: ...
+
+    def batch_raw(self, ns: bytes, changes: list[ScopedChange]) -> int:
+        """Apply `changes` to keys of `ns` all at once, at one timestamp; returns it.
+
+        The caller has validated keys and values and holds no key twice.
+        """
+        self._check_writable()
+        journaled = self._journaled(ns, changes)
+        if journaled:
+            self._make_room(RECORD_HEAD.size + len(ns) + len(BATCH_KEY) + _packed_size(journaled))
+            ts = self._clock.next()
+            self._writer.append(encode_batch(ns, ts, journaled))
+        else:
+            ts = self._clock.next()  # ephemeral only: nothing to journal
+        self._apply(ns, changes, ts)
+        if journaled and self._syncing:
+            self._written()
+        return ts
+
+    def prepare_raw(self, ns: bytes, txn: bytes, deadline: int, changes: list[ScopedChange]) -> int:
+        """Journal a transaction's changes without applying them; returns the proposed timestamp."""
+        self._check_writable()
+        if txn in self.prepared:
+            raise InvalidRequest(f"transaction {txn.hex()} is already prepared here")
+        journaled = self._journaled(ns, changes)
+        self._make_room(RECORD_HEAD.size + len(ns) + len(txn) + 16 + _packed_size(journaled))
+        ts = self._clock.next()
+        self._writer.append(encode_prepare(ns, txn, ts, deadline, journaled))
+        self.prepared[txn] = Prepared(ns, txn, ts, deadline, changes, journaled)
+        if self._syncing:
+            self._written()
+        return ts
+
+    def commit_raw(self, txn: bytes, ts: int) -> None:
+        """Apply a prepared transaction's changes at `ts`, the transaction's timestamp."""
+        self._check_writable()
+        prepared = self.prepared[txn]
+        self._make_room(RECORD_HEAD.size + len(prepared.ns) + len(txn))
+        self._writer.append(encode_commit(prepared.ns, txn, ts))
+        del self.prepared[txn]
+        self._clock.observe(ts)  # later writes here must be newer than the transaction
+        self._apply(prepared.ns, prepared.changes, ts)
+        if self._syncing:
+            self._written()
+
+    def abort_raw(self, txn: bytes) -> None:
+        """Drop a prepared transaction."""
+        self._check_writable()
+        prepared = self.prepared[txn]
+        self._make_room(RECORD_HEAD.size + len(prepared.ns) + len(txn))
+        self._writer.append(encode_abort(prepared.ns, txn, self._clock.next()))
+        del self.prepared[txn]
+        if self._syncing:
+            self._written()
+
+    def _prepared_records(self) -> Iterator[bytes]:
+        """PREPARE records of the transactions still in doubt, for a compacted journal."""
+        for prepared in self.prepared.values():
+            yield encode_prepare(prepared.ns, prepared.txn, prepared.ts, prepared.deadline, prepared.journaled)
+
+    def _prepared_size(self) -> int:
+        return sum(
+            RECORD_HEAD.size + len(p.ns) + len(p.txn) + 16 + _packed_size(p.journaled) for p in self.prepared.values()
+        )
+
+    def _check_writable(self) -> None:
+        if self._failure is not None:
+            raise self._read_only()
+
+    def _journaled(self, ns: bytes, changes: list[ScopedChange]) -> list[Change]:
+        """What the journal must hold: permanent values, and removals of permanent keys
+        (an ephemeral value replacing a permanent one removes it from the journal)."""
+        permanent = self._entries.get(ns, {})
+        journaled: list[Change] = []
+        for key, value, scope in changes:
+            if value is not None and scope is Scope.PERMANENT:
+                journaled.append((key, value))
+            elif key in permanent:
+                journaled.append((key, None))
+        return journaled
+
+    def _apply(self, ns: bytes, changes: list[ScopedChange], ts: int) -> None:
+        permanent = self._entries.setdefault(ns, {})
+        ephemeral = self._ephemeral.setdefault(ns, {})
+        for key, value, scope in changes:
+            if value is None:
+                permanent.pop(key, None)
+                ephemeral.pop(key, None)
+            elif scope is Scope.PERMANENT:
+                permanent[key] = (value, ts)
+                ephemeral.pop(key, None)
+            else:
+                ephemeral[key] = (value, ts)
+                permanent.pop(key, None)
+        if not permanent:
+            del self._entries[ns]
+        if not ephemeral:
+            del self._ephemeral[ns]
+
+
+def _packed_size(changes: list[Change]) -> int:
+    """An upper bound of the msgpack size of `changes` (framing: ~10 bytes per change)."""
+    return 16 + sum(len(key) + (len(value) if value else 0) + 12 for key, value in changes)
