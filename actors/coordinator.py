@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import zmq
 
+from kvcluster.actors.decisions import DecisionLog
 from kvcluster.actors.links import ShardLinks
 from kvcluster.actors.namespaces import NamespaceRegistry
 from kvcluster.actors.quota import QuotaBook, QuotaBroker
@@ -24,6 +25,7 @@ from kvcluster.actors.shard import SPIN, ShardConfig, run_shard
 from kvcluster.actors.stats import ProcessStats, status_object
 from kvcluster.actors.supervision import ActorSlot
 from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
+from kvcluster.config import Durability
 from kvcluster.datadir import DataDir
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
 from kvcluster.process import StopSignal, log_to_file
@@ -34,6 +36,7 @@ __all__ = ["CoordinatorConfig", "run_coordinator"]
 
 log = logging.getLogger("kvcluster.coordinator")
 
+TXN_UPKEEP_INTERVAL: Final = 1.0  # seconds between pushes of commit decisions not yet applied
 ADOPT_TIMEOUT: Final = 3.0  # seconds a running shard has to answer before it is replaced
 STOP_TIMEOUT: Final = 10.0  # seconds shards have to stop before they are killed
 Envelope = list[bytes]
@@ -103,6 +106,10 @@ class Coordinator:
             self.router = ActorSlot("router", run_router, router_config, self.data.run)
         self.wakeup = StopSignal(self._request_shutdown)
         self.broker = QuotaBroker(self.quota, self.links, self._live)
+        self.decisions = DecisionLog(
+            os.path.join(self.data.coordinator_dir, "decisions"), Durability.parse(self.manifest["durability"])
+        )
+        self.next_upkeep = 0.0
         self.stopping = False
         self.shutdown_requested = False
 
@@ -136,6 +143,7 @@ class Coordinator:
             if self.shutdown_requested:
                 self._stop_shards()
                 self.stopping = True
+        self.decisions.close()
         self.links.close()
         self.admin.close(0)
         self.context.term()
@@ -165,7 +173,11 @@ class Coordinator:
         if self.admin in ready:
             self._serve()
         self.links.expire()
+        self.decisions.tick()
         now = time.monotonic()
+        if now >= self.next_upkeep:
+            self.next_upkeep = now + TXN_UPKEEP_INTERVAL
+            self._push_decisions()
         for actor in self._actors():
             if actor.restart_at is not None and actor.restart_at <= now and not self.shutdown_requested:
                 actor.start()
@@ -177,7 +189,9 @@ class Coordinator:
         if self.shutdown_requested:
             return 0
         restarts = [actor.restart_at for actor in self._actors()]
-        times = [t for t in (self.links.next_deadline(), *restarts) if t is not None]
+        flush = self.decisions.flush_due_in()
+        due = [self.next_upkeep, None if flush is None else time.monotonic() + flush]
+        times = [t for t in (self.links.next_deadline(), *restarts, *due) if t is not None]
         if not times:
             return 1000
         return max(0, min(1000, int((min(times) - time.monotonic()) * 1000) + 1))
@@ -275,7 +289,12 @@ class Coordinator:
             self._reply(
                 envelope, seq, {**self.map.to_wire(), "ready": self.ready, "max_message": self.limits.max_message}
             )
-        elif op in (Op.HELLO, Op.QUOTA_ASK) and not envelope[0].startswith(b"shard-"):
+        elif op is Op.TXN_DECIDE:
+            self._reply(envelope, seq, self.decisions.decide(*_exactly(4, args)))
+        elif op is Op.TXN_FORGET:
+            self.decisions.applied(*_exactly(2, args))
+            self._reply(envelope, seq, None)
+        elif op in (Op.HELLO, Op.QUOTA_ASK, Op.TXN_STATUS) and not envelope[0].startswith(b"shard-"):
             raise InvalidRequest(f"{op.name} comes from shards only")
         elif op is Op.HELLO:
             shard, _pid, report = int(args[0]), args[1], args[2]
@@ -283,6 +302,8 @@ class Coordinator:
                 self.quota.report(shard, ns, limit)
             self._reply(envelope, seq, None)
             self._shard_ready(shard)
+        elif op is Op.TXN_STATUS:
+            self._reply(envelope, seq, self.decisions.status(*_exactly(2, args)))
         elif op is Op.QUOTA_ASK:
             shard, ns, wanted, held = int(args[0]), str(args[1]), int(args[2]), int(args[3])
             self.broker.ask(shard, ns, wanted, held, functools.partial(self._reply, envelope, seq))
@@ -331,6 +352,22 @@ class Coordinator:
             self.admin.send_multipart([*envelope, payload], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.debug("reply to %r dropped: %s", envelope, exc)
+
+    # -- transactions ----------------------------------------------------------------
+
+    def _push_decisions(self) -> None:
+        """Send commit decisions to the participants that have not confirmed them (their
+        client vanished before telling them, or they were down), and purge old aborts."""
+        for txn, decision in self.decisions.unapplied():
+            for shard in sorted(decision.left):
+                if 0 <= shard < len(self.slots) and self.slots[shard].ready:
+
+                    def confirmed(reply: Reply | None, txn: bytes = txn, shard: int = shard) -> None:
+                        if reply is not None and reply.status == 0:
+                            self.decisions.applied(txn, [shard])
+
+                    self.links.call(shard, Op.TXN_COMMIT, [txn, decision.ts], confirmed, TXN_UPKEEP_INTERVAL)
+        self.decisions.purge()
 
     # -- namespaces and quotas -------------------------------------------------------
 
@@ -420,6 +457,12 @@ class Coordinator:
             )
 
         self.links.fan_out(self._live(), Op.COUNT, [name.encode()], counted, 2.0)
+
+
+def _exactly(count: int, args: list[Any]) -> list[Any]:
+    if len(args) != count:
+        raise InvalidRequest(f"expected {count} arguments, got {len(args)}")
+    return args
 
 
 def run_coordinator(config: CoordinatorConfig) -> None:

@@ -38,13 +38,32 @@ class QuotaLedger:
         self._granted: dict[bytes, int] = {}
         self.asking: set[bytes] = set()
         self.denied: set[bytes] = set()  # the last answer was "nothing left", for the parked writes
+        self.reserved: dict[bytes, int] = {}  # new keys of prepared transactions, not inserted yet
         self.shrinking: set[bytes] = set()  # holding more than max_keys: deletes give slots back
 
     def limit(self, ns: bytes) -> int:
         """Keys this shard may hold: what was granted, and never less than what it holds."""
-        return max(self._granted.get(ns, 0), self._count(ns))
+        return max(self._granted.get(ns, 0), self._held(ns))
 
-    def admit(self, ns: bytes) -> Admission:
+    def _held(self, ns: bytes) -> int:
+        return self._count(ns) + self.reserved.get(ns, 0)
+
+    def room(self, ns: bytes) -> int:
+        """New keys that fit now without asking."""
+        return max(0, self._granted.get(ns, 0) - self._held(ns))
+
+    def reserve(self, ns: bytes, n: int) -> None:
+        """Hold room for `n` keys a prepared transaction will insert when it commits."""
+        self.reserved[ns] = self.reserved.get(ns, 0) + n
+
+    def unreserve(self, ns: bytes, n: int) -> None:
+        left = self.reserved.get(ns, 0) - n
+        if left > 0:
+            self.reserved[ns] = left
+        else:
+            self.reserved.pop(ns, None)
+
+    def admit(self, ns: bytes, n: int = 1) -> Admission:
         """May one more key of `ns` be inserted now?
 
         FITS: yes. FULL: no — the coordinator answered the writes parked for this answer
@@ -52,13 +71,14 @@ class QuotaLedger:
         now) and retry on its answer. Nothing is cached past one answer: a key deleted on
         any shard makes room for the next insert anywhere.
         """
-        if self._count(ns) < self._granted.get(ns, 0):
+        missing = self._held(ns) + n - self._granted.get(ns, 0)
+        if missing <= 0:
             return Admission.FITS
         if ns in self.denied:
             return Admission.FULL
         if ns not in self.asking:
             self.asking.add(ns)
-            self._ask(ns, 1)
+            self._ask(ns, missing)
         return Admission.WAIT
 
     def granted(self, ns: bytes, amount: int) -> None:
@@ -80,16 +100,16 @@ class QuotaLedger:
         lowered): until a grant says there is room again, each delete gives its slot
         back too, instead of keeping it as spare.
         """
-        count = self._count(ns)
-        self._granted[ns] = count
+        held = self._held(ns)
+        self._granted[ns] = held
         if shrink:
             self.shrinking.add(ns)
-        return count
+        return held
 
     def deleted(self, ns: bytes) -> None:
         """A key of `ns` was removed here; while shrinking, its slot is not kept."""
         if ns in self.shrinking:
-            self._granted[ns] = self._count(ns)
+            self._granted[ns] = self._held(ns)
 
     def forget(self, ns: bytes) -> None:
         self._granted.pop(ns, None)

@@ -16,10 +16,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import zmq
 
+from kvcluster.actors.lock_waits import LockWaits
+from kvcluster.actors.shard_batches import REPLY_SLACK
 from kvcluster.actors.shard_state import PARKED, ShardState
 from kvcluster.actors.streams import StreamConnection, StreamServer
 from kvcluster.codec import (
@@ -47,10 +49,24 @@ COORDINATOR_ID: Final = b"coordinator"  # the routing id the coordinator's socke
 MAX_DRAIN: Final = 512  # requests applied under one group (one flush) at most
 MAX_ENVELOPE: Final = 4  # routing frames in front of a payload (router hops)
 DEDUP_ENTRIES: Final = 16384  # recent write replies kept for re-delivered requests
-WRITE_OPS: Final = frozenset({Op.SET, Op.UPDATE, Op.CONSUME, Op.DELETE})
-KEY_OPS: Final = WRITE_OPS | {Op.GET, Op.EXISTS}  # requests that name one key of a namespace
+WRITE_OPS: Final = frozenset(
+    {
+        *(Op.SET, Op.UPDATE, Op.CONSUME, Op.DELETE),
+        *(Op.MSET, Op.MDELETE, Op.MCONSUME, Op.ATOMIC),
+        *(Op.TXN_PREPARE, Op.TXN_COMMIT, Op.TXN_ABORT),
+    }
+)
+# Requests whose first argument is a namespace: they queue behind writes parked for its quota.
+NS_OPS: Final = frozenset(
+    {Op.GET, Op.EXISTS, Op.SET, Op.UPDATE, Op.CONSUME, Op.DELETE, Op.MGET, Op.MSET, Op.MDELETE, Op.MCONSUME}
+    | {Op.ATOMIC, Op.TXN_PREPARE}
+)
+LOCKED_OPS: Final = (NS_OPS - {Op.TXN_PREPARE}) | {Op.SCAN}  # these wait for a prepared key's outcome
+RESOLVING_OPS: Final = frozenset({Op.TXN_COMMIT, Op.TXN_ABORT})
 COORDINATOR_OPS: Final = frozenset({Op.NS_SYNC, Op.QUOTA_RELEASE, Op.NS_DROP, Op.ROTATE, Op.STOP})
 QUOTA_ANSWER_TIMEOUT: Final = 2.0  # seconds a parked write waits for the coordinator
+TXN_CHECK_INTERVAL: Final = 0.25  # seconds between looks for transactions left in doubt
+STATUS_RETRY: Final = 1.0  # seconds before asking the coordinator about one transaction again
 # After replying, a shard keeps polling this long before it blocks: waking a sleeping
 # process costs ~15 us on a VM, more than a whole request. It yields the CPU between
 # polls, so a client (or another shard) that needs the core gets it: measured, spinning
@@ -114,11 +130,18 @@ class ShardProcess:
             buffer_size=config.buffer_size,
         )
         self.state = ShardState(config.shard, self.store, config.epoch, self._ask_quota)
+        self.state.reply_budget = config.max_message - REPLY_SLACK
+        self.state.waiting = self._waiting_count
         self.grouping = Durability.parse(config.durability) is Durability.ALWAYS  # one flush per drained group
         self.spin_until = 0.0
         self.parked: dict[bytes, _Parked] = {}
         self.asks: dict[int, bytes] = {}  # seq of a QUOTA_ASK -> namespace
+        self.waits: LockWaits[Envelope] = LockWaits()
+        self.statuses: dict[int, bytes] = {}  # seq of a TXN_STATUS -> transaction
+        self.asked: dict[bytes, float] = {}  # transaction -> when the coordinator was last asked
+        self.next_txn_check = 0.0
         self.seq = 0
+        self.hello_seq = 0
         self.recent: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self.poller = zmq.Poller()
         self.streams = StreamServer(config.stream, config.max_message, self.poller)
@@ -165,8 +188,15 @@ class ShardProcess:
                 self.spin_until = time.monotonic() + self.config.spin
             if self.parked:
                 self._expire_parked()
+            if self.state.transactions:
+                self._check_transactions()
+            if self.waits.queues:
+                self._expire_waits()
             self.store.tick()
         self.close()
+
+    def _waiting_count(self) -> int:
+        return len(self.waits)
 
     def _stop(self) -> None:
         self.stopping = True
@@ -188,6 +218,8 @@ class ShardProcess:
         waits = [due] if due is not None else []
         if self.parked:
             waits.append(0.05)
+        if self.state.transactions or self.waits.queues:
+            waits.append(TXN_CHECK_INTERVAL)
         return 1000 if not waits else max(0, int(min(waits) * 1000) + 1)
 
     # -- serving ---------------------------------------------------------------------
@@ -215,9 +247,7 @@ class ShardProcess:
                 except InvalidRequest as exc:
                     replies.append(_Outgoing(envelope, None, encode_error(request_seq(payload), exc)))
                     continue
-                reply = self._apply(envelope, request)
-                if reply is not PARKED:
-                    replies.append(_Outgoing(envelope, request, reply))
+                self._apply(envelope, request, replies)
 
         self._in_group(apply, replies)
 
@@ -247,28 +277,46 @@ class ShardProcess:
         for connection in streams.values():
             self.streams.flush(connection)
 
-    def _apply(self, envelope: Envelope, request: Request) -> bytes:
+    def _apply(self, envelope: Envelope, request: Request, replies: list[_Outgoing]) -> None:
+        """Run one request; its reply joins `replies`, unless it has to wait (for quota,
+        or for a prepared transaction's outcome): then it is answered when it runs again."""
         op = request.op
         if op in COORDINATOR_OPS:
             if isinstance(envelope, StreamConnection) or envelope[0] != COORDINATOR_ID:
-                return encode_error(request.seq, InvalidRequest(f"{op.name} is for the coordinator only"))
-            return self._command(request)
-        ns = request.args[0] if request.args and op in KEY_OPS else None
+                error = InvalidRequest(f"{op.name} is for the coordinator only")
+                replies.append(_Outgoing(envelope, request, encode_error(request.seq, error)))
+            else:
+                replies.append(_Outgoing(envelope, request, self._command(request)))
+            return
+        ns = request.args[0] if request.args and op in NS_OPS else None
         if isinstance(ns, bytes) and ns in self.parked:
             self.parked[ns].queue.append((envelope, request))  # keep the pipeline's order
-            return PARKED
+            return
         dedup_key = (_origin(envelope), request.seq) if op in WRITE_OPS else None
         if dedup_key is not None and dedup_key in self.recent:
-            return self.recent[dedup_key]  # a re-delivered write: answer again, apply once
+            replies.append(_Outgoing(envelope, request, self.recent[dedup_key]))  # re-delivered: apply once
+            return
+        if (self.state.locks or self.waits.marked) and op in LOCKED_OPS:
+            txn = self.waits.blocker(request, self.state.locks, self.state.transaction_in)
+            if txn is not None:
+                self.waits.wait(txn, envelope, request)
+                return
         reply = self.state.handle(request)
-        if reply is PARKED and isinstance(ns, bytes):  # only a write of a new key parks
+        if reply is PARKED and isinstance(ns, bytes):  # only a write of new keys parks
             self.parked.setdefault(ns, _Parked()).queue.append((envelope, request))
-            return PARKED
+            return
         if dedup_key is not None:
             self.recent[dedup_key] = reply
             if len(self.recent) > DEDUP_ENTRIES:
                 self.recent.popitem(last=False)
-        return reply
+        replies.append(_Outgoing(envelope, request, reply))
+        if op in RESOLVING_OPS and type(request.args[0]) is bytes:
+            self._resume(request.args[0], replies)
+
+    def _resume(self, txn: bytes, replies: list[_Outgoing]) -> None:
+        """`txn` was committed or aborted: run the requests that waited for it."""
+        for envelope, request in self.waits.release(txn):
+            self._apply(envelope, request, replies)
 
     def _send(self, envelope: Envelope, reply: bytes) -> None:
         if isinstance(envelope, StreamConnection):
@@ -301,6 +349,7 @@ class ShardProcess:
 
     def _send_hello(self) -> None:
         self.seq += 1
+        self.hello_seq = self.seq
         report = {ns.decode(): [self.store.count_raw(ns), self.state.quotas.limit(ns)] for ns in self.state.namespaces}
         self.coordinator.send(encode_request(self.seq, 0, Op.HELLO, self.config.shard, os.getpid(), report))
 
@@ -322,12 +371,17 @@ class ShardProcess:
             except InvalidRequest as exc:
                 log.warning("undecodable message from the coordinator: %s", exc)
                 continue
+            txn = self.statuses.pop(reply.seq, None)
+            if txn is not None:
+                self._decided(txn, reply.result if reply.status == 0 else None)
+                continue
+            if reply.seq == self.hello_seq:
+                if reply.status == 0 and isinstance(reply.result, dict):
+                    self.state.sync_namespaces(reply.result)  # the answer to HELLO: the namespaces
+                continue
             ns = self.asks.pop(reply.seq, None)
             if ns is None:
-                if reply.status != 0 or not isinstance(reply.result, dict):
-                    continue
-                self.state.sync_namespaces(reply.result)  # the answer to HELLO: the namespaces
-                continue
+                continue  # the answer to a TXN_FORGET, or a late one
             granted = reply.result if reply.status == 0 and type(reply.result) is int else 0
             self.state.quotas.granted(ns, granted)
             self._release_parked(ns)
@@ -342,11 +396,10 @@ class ShardProcess:
         def apply() -> None:
             while parked.queue:
                 envelope, request = parked.queue.popleft()
-                reply = self._apply(envelope, request)
-                if reply is PARKED:  # waits again; the rest stays queued behind it
+                self._apply(envelope, request, replies)
+                if ns in self.parked:  # it waits again; the rest stays queued behind it
                     self.parked[ns].queue.extend(parked.queue)
                     return
-                replies.append(_Outgoing(envelope, request, reply))
 
         self._in_group(apply, replies)
         self.state.quotas.answered(ns)
@@ -360,6 +413,54 @@ class ShardProcess:
             error = ClusterUnavailable("the coordinator, which hands out namespace quota, did not answer")
             for envelope, request in parked.queue:
                 self._send(envelope, encode_error(request.seq, error))
+
+    # -- transactions left in doubt ----------------------------------------------------
+
+    def _check_transactions(self) -> None:
+        """Ask the coordinator about prepared transactions past their deadline (their
+        client is gone or slow) and those recovered from the journal after a restart."""
+        now = time.monotonic()
+        if now < self.next_txn_check:
+            return
+        self.next_txn_check = now + TXN_CHECK_INTERVAL
+        wall = time.time_ns() // 1000
+        transactions = self.state.transactions
+        self.asked = {txn: when for txn, when in self.asked.items() if txn in transactions}
+        for txn, transaction in transactions.items():
+            if transaction.deadline > wall and not transaction.recovered:
+                continue
+            if now - self.asked.get(txn, -STATUS_RETRY) < STATUS_RETRY:
+                continue
+            self.asked[txn] = now
+            self.seq += 1
+            self.statuses[self.seq] = txn
+            self.coordinator.send(encode_request(self.seq, 0, Op.TXN_STATUS, txn, transaction.deadline))
+
+    def _decided(self, txn: bytes, answer: Any) -> None:
+        """The coordinator's answer about a transaction in doubt: apply it."""
+        if not isinstance(answer, list) or not answer or txn not in self.state.transactions:
+            return  # "pending" (its client may still decide), or resolved meanwhile
+        replies: list[_Outgoing] = []
+        committed = answer[0] == "commit" and len(answer) == 2 and type(answer[1]) is int
+
+        def apply() -> None:
+            if committed:
+                self.state.commit(txn, answer[1])
+            elif answer[0] == "abort":
+                self.state.abort(txn)
+            else:
+                return
+            self._resume(txn, replies)
+
+        self._in_group(apply, replies)
+        if committed and txn not in self.state.transactions:
+            self.seq += 1  # this shard has applied it: the coordinator may drop the decision
+            self.coordinator.send(encode_request(self.seq, 0, Op.TXN_FORGET, txn, [self.config.shard]))
+
+    def _expire_waits(self) -> None:
+        error = ClusterUnavailable("a key is held by a transaction that was not decided in time; retry")
+        for envelope, request in self.waits.expired(time.monotonic()):
+            self._send(envelope, encode_error(request.seq, error))
 
 
 def _origin(envelope: Envelope) -> bytes:

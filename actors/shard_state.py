@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kvcluster.actors.quota import Admission, QuotaLedger
+from kvcluster.actors.shard_batches import PARKED, BatchHandlers, Transaction
 from kvcluster.codec import Op, Request, encode_error, encode_reply
 from kvcluster.errors import (
     ClusterUnavailable,
@@ -34,7 +35,7 @@ from kvcluster.values import unpack_value
 
 __all__ = ["PARKED", "NamespaceLimits", "ShardState"]
 
-PARKED: Final[bytes] = b""  # handle() result: the request waits for quota; answered later
+_ANY_EPOCH: Final = frozenset({Op.PING, Op.SHARD_STATS, Op.TXN_COMMIT, Op.TXN_ABORT})  # not routed by key
 SCAN_PAGE_BYTES: Final = 1 << 20
 SCAN_PAGE_KEYS: Final = 1000
 SCAN_IDLE_SECONDS: Final = 60.0
@@ -61,7 +62,7 @@ def _bytes_arg(value: Any, what: str, limit: int) -> bytes:
     return value
 
 
-class ShardState:
+class ShardState(BatchHandlers):
     """One shard's store, namespaces, quotas and scans; answers requests one at a time."""
 
     def __init__(self, shard: int, store: VersionedStore, epoch: int, ask_quota: Callable[[bytes, int], None]):
@@ -70,7 +71,10 @@ class ShardState:
         self.epoch = epoch
         self.namespaces: dict[bytes, NamespaceLimits] = {}
         self.quotas = QuotaLedger(store.count_raw, ask_quota)
+        self.locks: dict[tuple[bytes, bytes], bytes] = {}  # keys held by prepared transactions
+        self.transactions: dict[bytes, Transaction] = {}
         self.scans: OrderedDict[int, _Scan] = OrderedDict()
+        self.waiting: Callable[[], int] = lambda: 0  # requests waiting on locks (the shard process's)
         self._next_scan = 1
         self.ops_total = 0
         self._handlers: dict[Op, Callable[[list[Any]], Any]] = {
@@ -84,7 +88,16 @@ class ShardState:
             Op.COUNT: self._count,
             Op.SCAN: self._scan,
             Op.SHARD_STATS: self._stats,
+            Op.MGET: self._mget,
+            Op.MSET: self._mset,
+            Op.MDELETE: self._mdelete,
+            Op.MCONSUME: self._mconsume,
+            Op.ATOMIC: self._atomic,
+            Op.TXN_PREPARE: self._txn_prepare,
+            Op.TXN_COMMIT: self._txn_commit,
+            Op.TXN_ABORT: self._txn_abort,
         }
+        self.adopt_prepared()
 
     # -- dispatch ------------------------------------------------------------------
 
@@ -95,7 +108,7 @@ class ShardState:
         try:
             if handler is None:
                 raise InvalidRequest(f"operation {request.op.name} is not served by a shard")
-            if request.epoch != self.epoch and request.op not in (Op.PING, Op.SHARD_STATS):
+            if request.epoch != self.epoch and request.op not in _ANY_EPOCH:
                 raise ClusterUnavailable(f"stale_epoch: routed with epoch {request.epoch}, shard is at {self.epoch}")
             result = handler(request.args)
         except KVError as exc:
@@ -206,12 +219,26 @@ class ShardState:
             return [None, page]
         return [cursor, page]
 
+    def _txn_commit(self, args: list[Any]) -> Any:
+        if len(args) != 2 or type(args[0]) is not bytes or type(args[1]) is not int:
+            raise InvalidRequest("TXN_COMMIT takes [txn, ts]")
+        self.commit(args[0], args[1])
+        return None
+
+    def _txn_abort(self, args: list[Any]) -> Any:
+        if len(args) != 1 or type(args[0]) is not bytes:
+            raise InvalidRequest("TXN_ABORT takes [txn]")
+        self.abort(args[0])
+        return None
+
     def _stats(self, args: list[Any]) -> Any:
         return {
             "shard": self.shard,
             "pid": os.getpid(),
             "keys": self.store.count(),
             "ops_total": self.ops_total,
+            "transactions_prepared": len(self.transactions),
+            "requests_waiting": self.waiting(),
             "namespaces": {ns.decode(): self.store.count_raw(ns) for ns in self.namespaces},
             **{k: v for k, v in self.store.stats().items() if k != "keys"},
         }

@@ -57,6 +57,8 @@ def status_object(
             keys=info.get("keys"),
             journal_bytes=info.get("journal_bytes"),
             ops_total=info.get("ops_total"),
+            transactions_prepared=info.get("transactions_prepared"),
+            requests_waiting=info.get("requests_waiting"),
             **processes.of(shard["pid"]),
         )
     return {

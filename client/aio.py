@@ -8,22 +8,26 @@ requests in flight at once (each awaits its own reply; none waits for another's)
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import zmq.asyncio
 
+from kvcluster.batch import BatchMode, BatchResult
+from kvcluster.client import batches
 from kvcluster.client.aio_links import AsyncStreamLink, AsyncZmqLink
+from kvcluster.client.batches import Notice, Plan
 from kvcluster.client.connection import LinkPlan, Target, map_from_answer, resolve
 from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
 from kvcluster.client.forks import fork_generation
 from kvcluster.client.links import ConnectionLost
 from kvcluster.client.sync import DEFAULT_TIMEOUT
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
-from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout
 from kvcluster.router.clustermap import ClusterMap
 from kvcluster.scope import Scope
 
@@ -40,6 +44,7 @@ class AsyncClient:
         self.target: Target = resolve(address)
         self._generation = -1
         self._closed = False
+        self._notices: set[asyncio.Task[Any]] = set()
         self.core = ClientCore(ClusterMap(1, ("",), self.target.admin_endpoint), max_message=DEFAULT_MAX_MESSAGE)
 
     @classmethod
@@ -98,6 +103,45 @@ class AsyncClient:
             if call.op not in READ_OPS:
                 raise
         return await self._exchange(self._link_for(call.target), call, self.timeout)
+
+    async def _outcome(self, call: Call) -> Any:
+        """One call of a batch step: its result, or the KVError it raised. A stale map is
+        refreshed and reported, for the plan to route the part again."""
+        try:
+            return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
+        except StaleEpoch as exc:
+            await self._refresh()
+            return exc
+        except ConnectionLost as exc:
+            if call.op not in READ_OPS:
+                return exc
+        except KVError as exc:
+            return exc
+        try:
+            return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
+        except KVError as exc:
+            return exc
+
+    async def drive(self, plan: Plan) -> BatchResult:
+        """Run a batch plan (client/batches.py): each step's calls are gathered."""
+        if self._closed:
+            raise ClusterUnavailable("the client is closed")
+        if self._generation != fork_generation():
+            await self._open()
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, Notice):
+                    for call in step:  # answers nobody waits for
+                        task = asyncio.get_running_loop().create_task(self._outcome(call))
+                        self._notices.add(task)
+                        task.add_done_callback(self._notices.discard)
+                    step = plan.send([])
+                else:
+                    step = plan.send(list(await asyncio.gather(*(self._outcome(call) for call in step))))
+        except StopIteration as done:
+            result: BatchResult = done.value
+            return result
 
     async def _refresh(self) -> None:
         for link in self._links.values():
@@ -183,6 +227,27 @@ class AsyncNamespace:
 
     async def delete(self, key: str) -> bool:
         return bool(await self.client.run(self.client.core.delete(self._ns, key)))
+
+    # -- batches -------------------------------------------------------------------
+
+    async def set_many(
+        self, items: Any, mode: BatchMode = BatchMode.ALL_OR_NOTHING, *, scope: Scope = Scope.PERMANENT
+    ) -> BatchResult:
+        """Store many keys at once (see `Namespace.set_many`)."""
+        client = self.client
+        return await client.drive(batches.set_many(client.core, self._ns, items, mode, scope, client.timeout))
+
+    async def get_many(self, keys: Iterable[str], mode: BatchMode = BatchMode.ALL_OR_NOTHING) -> BatchResult:
+        client = self.client
+        return await client.drive(batches.get_many(client.core, self._ns, keys, mode, client.timeout))
+
+    async def delete_many(self, keys: Iterable[str], mode: BatchMode = BatchMode.ALL_OR_NOTHING) -> BatchResult:
+        client = self.client
+        return await client.drive(batches.delete_many(client.core, self._ns, keys, mode, client.timeout))
+
+    async def consume_many(self, keys: Iterable[str], mode: BatchMode = BatchMode.ALL_OR_NOTHING) -> BatchResult:
+        client = self.client
+        return await client.drive(batches.consume_many(client.core, self._ns, keys, mode, client.timeout))
 
     async def count(self) -> int:
         """The number of keys (`len()` of the sync proxy)."""

@@ -21,7 +21,9 @@ from kvcluster.values import pack_value, unpack_value
 __all__ = ["ADMIN", "READ_OPS", "Call", "ClientCore", "StaleEpoch"]
 
 ADMIN: Final = -1  # a Call's target: the coordinator (or the router, for a thin client)
-READ_OPS: Final = frozenset({Op.PING, Op.GET, Op.EXISTS, Op.COUNT, Op.CLUSTER_MAP, Op.NS_LIST, Op.NS_STATS})
+READ_OPS: Final = frozenset(
+    {Op.PING, Op.GET, Op.MGET, Op.EXISTS, Op.COUNT, Op.CLUSTER_MAP, Op.NS_LIST, Op.NS_STATS}
+)  # safe to send again when a connection broke before the answer came
 ENVELOPE_SLACK: Final = 4096  # bytes a request needs beside its value
 SCAN_PAGE: Final = 1000
 
@@ -34,13 +36,21 @@ class Call:
     """One request to make: its peer, its operation and arguments, and how to read the
     answer. (A plain class with slots: one is built per request.)"""
 
-    __slots__ = ("args", "decode", "op", "target")
+    __slots__ = ("args", "decode", "op", "target", "timeout")
 
-    def __init__(self, target: int, op: Op, args: tuple[Any, ...], decode: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        target: int,
+        op: Op,
+        args: tuple[Any, ...],
+        decode: Callable[[Any], Any],
+        timeout: float | None = None,
+    ) -> None:
         self.target = target  # a shard index, or ADMIN
         self.op = op
         self.args = args
         self.decode = decode
+        self.timeout = timeout  # seconds; None: the client's timeout
 
 
 def _same(result: Any) -> Any:
@@ -76,7 +86,8 @@ class ClientCore:
     def _target(self, ns: bytes, key: bytes) -> int:
         return self.map.shard_for(ns, key)
 
-    def _value(self, value: Any) -> bytes:
+    def pack(self, value: Any) -> bytes:
+        """`value` packed for the wire; ValueTooLarge if no message could carry it."""
         packed = pack_value(value)
         if len(packed) > self.max_value:
             raise ValueTooLarge(f"value is {len(packed)} bytes packed; messages take at most {self.max_value}")
@@ -86,7 +97,7 @@ class ClientCore:
         key_b = encode_key(key)
         if not isinstance(scope, Scope):
             raise InvalidRequest(f"scope must be a kvcluster.Scope, not {scope!r}")
-        return Call(self._target(ns, key_b), Op.SET, (ns, key_b, self._value(value), int(scope)), _same)
+        return Call(self._target(ns, key_b), Op.SET, (ns, key_b, self.pack(value), int(scope)), _same)
 
     def get_versioned(self, ns: bytes, key: Any) -> Call:
         key_b = encode_key(key)
@@ -110,7 +121,7 @@ class ClientCore:
 
     def update(self, ns: bytes, key: Any, value: Any) -> Call:
         key_b = encode_key(key)
-        call_args = (ns, key_b, self._value(value))
+        call_args = (ns, key_b, self.pack(value))
         return Call(self._target(ns, key_b), Op.UPDATE, call_args, lambda r: unpack_value(r[0]))
 
     def exists(self, ns: bytes, key: Any) -> Call:

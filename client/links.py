@@ -54,12 +54,19 @@ class ZmqLink:
         self.socket.connect(endpoint)
 
     def exchange(self, payload: bytes, seq: int, timeout: float) -> Reply:
+        deadline = time.monotonic() + timeout
+        self.send(payload, deadline)
+        return self.receive(seq, deadline, timeout)
+
+    def send(self, payload: bytes, deadline: float) -> None:
         # ZeroMQ queues the request until the peer is there (and reconnects by itself).
         if self.target is None:
             self.socket.send(payload)
         else:
             self.socket.send_multipart([self.target, payload])
-        deadline = time.monotonic() + timeout
+
+    def receive(self, seq: int, deadline: float, timeout: float) -> Reply:
+        """The reply numbered `seq`; replies to earlier requests are dropped on the way."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.socket.poll(int(remaining * 1000) + 1):
@@ -87,6 +94,10 @@ class StreamLink:
 
     def exchange(self, payload: bytes, seq: int, timeout: float) -> Reply:
         deadline = time.monotonic() + timeout
+        self.send(payload, deadline)
+        return self.receive(seq, deadline, timeout)
+
+    def send(self, payload: bytes, deadline: float) -> None:
         frame = _HEADER.pack(len(payload)) + payload
         while True:
             sock = self.sock or self._connect(deadline)
@@ -98,7 +109,13 @@ class StreamLink:
                 # drops a partial frame, so nothing was applied. Reconnect and send again.
                 self.close()
                 if time.monotonic() >= deadline:
-                    raise Timeout(f"could not send to {self.path} in {timeout:g} s") from None
+                    raise Timeout(f"could not send to {self.path} in time") from None
+
+    def receive(self, seq: int, deadline: float, timeout: float) -> Reply:
+        """The reply numbered `seq`; replies to earlier requests are dropped on the way."""
+        sock = self.sock
+        if sock is None:
+            raise ConnectionLost(f"connection to {self.path} lost before the answer")
         while True:
             try:
                 reply = decode_reply(self._read_frame(sock), self.options)

@@ -7,9 +7,11 @@ spawned or forked) connects there by itself, sharing one client per process.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from kvcluster.batch import BatchMode, BatchResult
+from kvcluster.client import batches
 from kvcluster.client.forks import fork_generation
 from kvcluster.codec import Op
 from kvcluster.scope import Scope
@@ -62,6 +64,39 @@ class Namespace:
     def delete(self, key: str) -> bool:
         """Delete `key`; True if it existed."""
         return bool(self.client.run(self.client.core.delete(self._ns, key)))
+
+    # -- batches -------------------------------------------------------------------
+
+    def set_many(
+        self, items: Any, mode: BatchMode = BatchMode.ALL_OR_NOTHING, *, scope: Scope = Scope.PERMANENT
+    ) -> BatchResult:
+        """Store many keys at once: `items` is a mapping or (key, value) pairs.
+
+        ALL_OR_NOTHING: every key is written, at one timestamp, or none is (BatchFailed
+        says why) — across shards and across a crash of any process. BEST_EFFORT: each
+        key on its own; `errors` lists those that failed. `data`: each key's timestamp.
+        """
+        client = self.client
+        return client.drive(batches.set_many(client.core, self._ns, items, mode, scope, client.timeout))
+
+    def get_many(self, keys: Iterable[str], mode: BatchMode = BatchMode.ALL_OR_NOTHING) -> BatchResult:
+        """Read many keys as one consistent view; `data` maps each key found to its value.
+
+        ALL_OR_NOTHING: BatchFailed (listing them) if any key is missing. BEST_EFFORT: a
+        missing key is its KeyNotFound in `errors`.
+        """
+        client = self.client
+        return client.drive(batches.get_many(client.core, self._ns, keys, mode, client.timeout))
+
+    def delete_many(self, keys: Iterable[str], mode: BatchMode = BatchMode.ALL_OR_NOTHING) -> BatchResult:
+        """Delete many keys; a missing key is its KeyNotFound (ALL_OR_NOTHING: nothing is deleted)."""
+        client = self.client
+        return client.drive(batches.delete_many(client.core, self._ns, keys, mode, client.timeout))
+
+    def consume_many(self, keys: Iterable[str], mode: BatchMode = BatchMode.ALL_OR_NOTHING) -> BatchResult:
+        """Read and delete many keys; `data` holds the values taken."""
+        client = self.client
+        return client.drive(batches.consume_many(client.core, self._ns, keys, mode, client.timeout))
 
     # -- the mapping protocol ------------------------------------------------------
 

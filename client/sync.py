@@ -11,21 +11,25 @@ the child builds its own sockets and never touches its parent's.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
 import threading
+import time
 from typing import Any
 
 import zmq
 
+from kvcluster.batch import BatchResult
+from kvcluster.client.batches import Notice, Plan
 from kvcluster.client.connection import LinkPlan, Target, map_from_answer, resolve
 from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
 from kvcluster.client.forks import fork_generation
 from kvcluster.client.links import ConnectionLost, StreamLink, ZmqLink
 from kvcluster.client.namespace import Namespace
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
-from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout
 from kvcluster.router.clustermap import ClusterMap
 
 __all__ = ["Client"]
@@ -89,13 +93,16 @@ class Client:
         reply = link.exchange(self.core.encode(call, seq), seq, timeout)
         return self.core.interpret(reply, call)
 
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ClusterUnavailable("the client is closed")
+        if self._generation != fork_generation():
+            self._open()  # a forked child: fresh links, the parent's are left alone
+
     def run(self, call: Call) -> Any:
-        """Send one call and return its decoded result (the adapter's only verb)."""
+        """Send one call and return its decoded result."""
         with self._lock:
-            if self._closed:
-                raise ClusterUnavailable("the client is closed")
-            if self._generation != fork_generation():
-                self._open()  # a forked child: fresh links, the parent's are left alone
+            self._check_usable()
             try:
                 return self._exchange(self._link_for(call.target), call, self.timeout)
             except StaleEpoch:
@@ -112,8 +119,72 @@ class Client:
         self._links.clear()
         self.core.map = self._fetch_map()
 
-    def run_all(self, calls: list[Call]) -> list[Any]:
-        return [self.run(call) for call in calls]
+    def run_many(self, calls: list[Call]) -> list[Any]:
+        """Send every call, then read every answer: each call's result, or the KVError it
+        raised. The calls go to different peers, which serve them side by side."""
+        if len({call.target for call in calls}) != len(calls):
+            return [self._outcome(call) for call in calls]  # one peer twice: one after the other
+        with self._lock:
+            self._check_usable()
+            sent: list[tuple[Call, ZmqLink | StreamLink, int, float, KVError | None]] = []
+            for call in calls:
+                link = self._link_for(call.target)
+                seq = next(self._seq)
+                deadline = time.monotonic() + (call.timeout or self.timeout)
+                try:
+                    link.send(self.core.encode(call, seq), deadline)
+                    sent.append((call, link, seq, deadline, None))
+                except KVError as exc:
+                    sent.append((call, link, seq, deadline, exc))
+            outcomes: list[Any] = []
+            for call, link, seq, deadline, error in sent:
+                outcome: Any = error
+                if error is None:
+                    try:
+                        outcome = self.core.interpret(link.receive(seq, deadline, call.timeout or self.timeout), call)
+                    except ConnectionLost as exc:
+                        outcome = self._read_again(call) if call.op in READ_OPS else exc
+                    except KVError as exc:
+                        outcome = exc
+                outcomes.append(outcome)
+            if any(isinstance(outcome, StaleEpoch) for outcome in outcomes):
+                self._refresh()  # the plan routes those parts again with the new map
+            return outcomes
+
+    def _outcome(self, call: Call) -> Any:
+        try:
+            return self.run(call)
+        except KVError as exc:
+            return exc
+
+    def _read_again(self, call: Call) -> Any:
+        try:
+            return self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
+        except KVError as exc:
+            return exc
+
+    def notify(self, calls: list[Call]) -> None:
+        """Send calls without waiting for their answers (which are dropped when they come)."""
+        with self._lock:
+            self._check_usable()
+            for call in calls:
+                link = self._link_for(call.target)
+                with contextlib.suppress(KVError):  # a notice is advice: nothing depends on it
+                    link.send(self.core.encode(call, next(self._seq)), time.monotonic() + self.timeout)
+
+    def drive(self, plan: Plan) -> BatchResult:
+        """Run a batch plan (client/batches.py): each step's calls go out together."""
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, Notice):
+                    self.notify(step)
+                    step = plan.send([])
+                else:
+                    step = plan.send(self.run_many(step))
+        except StopIteration as done:
+            result: BatchResult = done.value
+            return result
 
     # -- administration --------------------------------------------------------------
 

@@ -73,6 +73,11 @@ class BatchWrites:
         def _written(self) -> None: ...
         def _read_only(self) -> StorageError: ...
 
+    def next_timestamp(self) -> int:
+        """A timestamp newer than every write so far and older than every later one:
+        the cut a read was made at."""
+        return self._clock.next()
+
     def batch_raw(self, ns: bytes, changes: list[ScopedChange]) -> int:
         """Apply `changes` to keys of `ns` all at once, at one timestamp; returns it.
 

@@ -7,6 +7,7 @@
 The journal on its own is `kvcluster.journal.VersionedStore`.
 """
 
+from kvcluster.batch import BatchMode, BatchResult
 from kvcluster.client.aio import AsyncClient, AsyncNamespace
 from kvcluster.client.namespace import Namespace
 from kvcluster.client.sync import Client
@@ -33,6 +34,8 @@ __all__ = [
     "AsyncClient",
     "AsyncNamespace",
     "BatchFailed",
+    "BatchMode",
+    "BatchResult",
     "Client",
     "Cluster",
     "ClusterUnavailable",

@@ -56,6 +56,14 @@ class Op(enum.IntEnum):
     COUNT = 8  # [ns] -> int
     SCAN = 9  # [ns, cursor | nil, limit, scope | nil] -> [cursor | nil, [[key, value, ts], ...]]
     SHARD_STATS = 10  # [] -> {...}
+    MGET = 11  # [ns, [key, ...]] -> [[value, ts] | nil, ...]
+    MSET = 12  # [ns, [[key, value], ...], scope] -> {ts, errors}
+    MDELETE = 13  # [ns, [key, ...]] -> {ts, errors}
+    MCONSUME = 14  # [ns, [key, ...]] -> {ts, values, errors}
+    ATOMIC = 15  # [ns, kind, items, scope] -> {ok, ts, values, errors}: all of it or none
+    TXN_PREPARE = 16  # [ns, txn, deadline, kind, items, scope] -> {ok, ts, values, errors}
+    TXN_COMMIT = 17  # [txn, ts] -> nil
+    TXN_ABORT = 18  # [txn] -> nil
 
     CLUSTER_MAP = 32  # [] -> {...}
     NS_CREATE = 33  # [name, max_keys, max_value_bytes] -> nil
@@ -66,6 +74,8 @@ class Op(enum.IntEnum):
     CLUSTER_STATS = 38  # [] -> {...} (the object `kvcluster status --json` prints)
     ROTATE = 39  # [] -> nil
     SHUTDOWN = 40  # [] -> nil
+    TXN_DECIDE = 41  # [txn, ts, deadline, [shard, ...]] -> ["commit", ts] | ["abort"]
+    TXN_FORGET = 42  # [txn, [shard, ...]] -> nil: these participants have applied the decision
 
     # between the coordinator and its shards
     HELLO = 64  # shard -> coordinator: [shard, pid, {ns: [count, limit]}]
@@ -74,6 +84,7 @@ class Op(enum.IntEnum):
     QUOTA_RELEASE = 67  # coordinator -> shard: [ns, shrink] -> the limit the shard keeps
     NS_DROP = 68  # coordinator -> shard: [ns] -> nil
     STOP = 69  # coordinator -> shard: [] -> nil
+    TXN_STATUS = 70  # shard -> coordinator: [txn, deadline] -> ["commit", ts] | ["abort"] | ["pending"]
 
 
 DATA_OPS: Final = frozenset({Op.GET, Op.SET, Op.UPDATE, Op.EXISTS, Op.CONSUME, Op.DELETE})

@@ -40,10 +40,13 @@ _FORWARDED_ADMIN: Final = frozenset(
         Op.NS_STATS,
         Op.CLUSTER_STATS,
         Op.ROTATE,
+        Op.TXN_DECIDE,
+        Op.TXN_FORGET,
     }
 )
 _FORWARDED_DATA: Final = frozenset(
     {Op.PING, Op.GET, Op.SET, Op.UPDATE, Op.EXISTS, Op.CONSUME, Op.DELETE, Op.COUNT, Op.SCAN, Op.SHARD_STATS}
+    | {Op.MGET, Op.MSET, Op.MDELETE, Op.MCONSUME, Op.ATOMIC, Op.TXN_PREPARE, Op.TXN_COMMIT, Op.TXN_ABORT}
 )
 _MAX_TARGET: Final = 8  # bytes of a target frame
 

@@ -1,0 +1,321 @@
+"""A shard's batch operations: best-effort batches, single-shard atomic batches, and its
+side of two-phase commit (prepare, commit, abort) with the key locks that come with it.
+
+Every item is validated (keys, values, limits, existence) before anything is applied.
+A best-effort batch applies what is valid as one journal record and reports the rest;
+an atomic batch or a prepare applies (or journals) everything or nothing. A prepared
+transaction locks its keys: another atomic batch or prepare touching them is refused
+at once ("conflict": retry), so transactions never wait for each other and cannot
+deadlock; single-key operations and best-effort batches wait for the decision.
+
+Mixed into `ShardState`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from kvcluster.actors.quota import Admission, QuotaLedger
+from kvcluster.codec import DEFAULT_MAX_MESSAGE
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KeyNotFound, KVError, NamespaceFull
+from kvcluster.failpoints import failpoint
+from kvcluster.journal.batches import ScopedChange
+from kvcluster.keys import MAX_KEY_BYTES
+from kvcluster.scope import Scope
+
+if TYPE_CHECKING:
+    from kvcluster.actors.shard_state import NamespaceLimits
+    from kvcluster.journal import VersionedStore
+
+__all__ = ["CONFLICT", "KINDS", "PARKED", "BatchHandlers", "Transaction"]
+
+KINDS: Final = frozenset({"set", "delete", "consume"})
+ITEM_OVERHEAD: Final = 16  # bytes of framing per item in a reply, at most
+MAX_BATCH: Final = 100_000  # items in one request
+CONFLICT: Final = "conflict: a key is held by another transaction in progress; retry"
+REPLY_SLACK: Final = 4096  # bytes a reply needs beside its values
+PARKED: Final[bytes] = b""  # a handler's result: the request waits for namespace quota
+_SCOPES: Final = {int(Scope.PERMANENT): Scope.PERMANENT, int(Scope.EPHEMERAL): Scope.EPHEMERAL}
+
+
+@dataclass
+class Transaction:
+    """A transaction prepared here: the keys it locks and the quota it reserved."""
+
+    ns: bytes
+    keys: list[bytes]
+    reserved: int
+    deadline: int  # µs since the epoch
+    recovered: bool = False  # found prepared in the journal at start: its outcome may be known
+
+
+def error_entry(error: KVError) -> list[str]:
+    return [error.code, str(error)]
+
+
+class BatchHandlers:
+    # Provided by ShardState.
+    store: VersionedStore
+    quotas: QuotaLedger
+    locks: dict[tuple[bytes, bytes], bytes]
+    transactions: dict[bytes, Transaction]
+    reply_budget: int = DEFAULT_MAX_MESSAGE - REPLY_SLACK  # bytes of values one reply may carry
+
+    if TYPE_CHECKING:
+
+        def namespace(self, ns: Any) -> tuple[bytes, NamespaceLimits]: ...
+        def _value(self, value: Any, limits: NamespaceLimits) -> bytes: ...
+
+    # -- best effort ---------------------------------------------------------------
+
+    def _mget(self, args: list[Any]) -> Any:
+        """[cut, rows]: `cut` is a timestamp newer than every value read and older than
+        every later write here. A client reading from several shards compares the cuts
+        with the values' timestamps to know its reads form one consistent view."""
+        ns, keys = self._ns_keys(args, 2)
+        get = self.store.get_raw
+        rows: list[list[Any] | None] = []
+        room = self.reply_budget
+        for key in keys:  # as many as one reply can carry (at least one); the client asks again
+            found = get(ns, key)
+            if found is not None:
+                room -= len(found[0]) + ITEM_OVERHEAD
+                if room < 0 and rows:
+                    break
+            rows.append(None if found is None else list(found))
+        return [self.store.next_timestamp(), rows]
+
+    def _mset(self, args: list[Any]) -> Any:
+        ns, limits, items, scope = self._ns_items(args)
+        errors: dict[bytes, list[str]] = {}
+        valid = self._valid_sets(items, limits, errors)
+        new = [key for key, _value in valid if self.store.get_raw(ns, key) is None]
+        if new and limits.max_keys:
+            admission = self.quotas.admit(ns, len(new))
+            if admission is Admission.WAIT:
+                return PARKED
+            if admission is Admission.FULL:  # as many new keys as fit; the rest are refused
+                refused = set(new[self.quotas.room(ns) :])
+                full = error_entry(NamespaceFull(f"namespace {ns.decode()!r} holds its max_keys={limits.max_keys}"))
+                errors.update((key, full) for key in refused)
+                valid = [(key, value) for key, value in valid if key not in refused]
+        ts = self.store.batch_raw(ns, [(key, value, scope) for key, value in valid]) if valid else None
+        return {"ts": ts, "errors": errors}
+
+    def _mdelete(self, args: list[Any]) -> Any:
+        return self._remove_many(args, consume=False)
+
+    def _mconsume(self, args: list[Any]) -> Any:
+        return self._remove_many(args, consume=True)
+
+    def _remove_many(self, args: list[Any], consume: bool) -> Any:
+        ns, keys = self._ns_keys(args, 2)
+        errors: dict[bytes, list[str]] = {}
+        values: dict[bytes, bytes] = {}
+        for key in keys:
+            found = self.store.get_raw(ns, key)
+            if found is None:
+                errors[key] = error_entry(KeyNotFound(f"key {key.decode(errors='replace')!r} does not exist"))
+            else:
+                values[key] = found[0]
+        if consume:
+            self._check_reply_size(values)
+        ts = self.store.batch_raw(ns, [(key, None, Scope.PERMANENT) for key in values]) if values else None
+        self.quotas.deleted(ns)
+        result: dict[str, Any] = {"ts": ts, "errors": errors}
+        if consume:
+            result["values"] = values
+        return result
+
+    # -- all or nothing --------------------------------------------------------------
+
+    def _atomic(self, args: list[Any]) -> Any:
+        if len(args) != 4:
+            raise InvalidRequest("ATOMIC takes [namespace, kind, items, scope]")
+        plan = self._plan(args[0], args[1], args[2], args[3])
+        if isinstance(plan, dict):
+            return plan  # refused: {ok: False, errors}
+        ns, changes, values, new = plan
+        if new:
+            admission = self.quotas.admit(ns, new)
+            if admission is Admission.WAIT:
+                return PARKED
+            if admission is Admission.FULL:
+                return self._full(ns, changes)
+        ts = self.store.batch_raw(ns, changes)
+        self.quotas.deleted(ns)  # removals give their slots back, when shrinking
+        return {"ok": True, "ts": ts, "values": values, "errors": {}}
+
+    def _txn_prepare(self, args: list[Any]) -> Any:
+        if len(args) != 6:
+            raise InvalidRequest("TXN_PREPARE takes [namespace, txn, deadline, kind, items, scope]")
+        txn, deadline = args[1], args[2]
+        if type(txn) is not bytes or not 0 < len(txn) <= 64 or type(deadline) is not int:
+            raise InvalidRequest("a transaction id is 1..64 bytes and its deadline an integer")
+        if txn in self.transactions:
+            raise InvalidRequest(f"transaction {txn.hex()} is already prepared here")
+        if deadline <= time.time_ns() // 1000:  # the coordinator would refuse to commit it
+            raise ClusterUnavailable(f"transaction {txn.hex()} reached its deadline before it was prepared")
+        plan = self._plan(args[0], args[3], args[4], args[5])
+        if isinstance(plan, dict):
+            return plan
+        ns, changes, values, new = plan
+        if new:
+            admission = self.quotas.admit(ns, new)
+            if admission is Admission.WAIT:
+                return PARKED
+            if admission is Admission.FULL:
+                return self._full(ns, changes)
+            self.quotas.reserve(ns, new)
+        failpoint("shard.txn_prepare")
+        ts = self.store.prepare_raw(ns, txn, deadline, changes)
+        self._lock(txn, ns, [key for key, _value, _scope in changes], new, deadline)
+        failpoint("shard.txn_prepared")
+        return {"ok": True, "ts": ts, "values": values, "errors": {}}
+
+    def commit(self, txn: bytes, ts: int) -> None:
+        """Apply a prepared transaction (again: a repeated COMMIT is a no-op)."""
+        transaction = self.transactions.get(txn)
+        if transaction is None:
+            return
+        failpoint("shard.txn_commit")
+        self.store.commit_raw(txn, ts)
+        self._unlock(txn, transaction)
+        failpoint("shard.txn_committed")
+        self.quotas.deleted(transaction.ns)  # removals give their slots back, when shrinking
+
+    def abort(self, txn: bytes) -> None:
+        """Drop a prepared transaction (a repeated ABORT is a no-op)."""
+        transaction = self.transactions.get(txn)
+        if transaction is None:
+            return
+        self.store.abort_raw(txn)
+        self._unlock(txn, transaction)
+
+    def adopt_prepared(self) -> None:
+        """Lock the keys of transactions the journal still holds prepared (after a restart)."""
+        for txn, prepared in self.store.prepared.items():
+            keys = [key for key, _value, _scope in prepared.changes]
+            new = sum(
+                1 for key, value, _scope in prepared.changes if value and not self.store.get_raw(prepared.ns, key)
+            )
+            self.quotas.reserve(prepared.ns, new)
+            self._lock(txn, prepared.ns, keys, new, prepared.deadline, recovered=True)
+
+    def transaction_in(self, ns: Any) -> bytes | None:
+        """A transaction prepared here on namespace `ns`, if any (a scan waits for it)."""
+        for txn, transaction in self.transactions.items():
+            if transaction.ns == ns:
+                return txn
+        return None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _plan(
+        self, ns_arg: Any, kind: Any, items: Any, scope_code: Any
+    ) -> tuple[bytes, list[ScopedChange], dict[bytes, bytes], int] | dict[str, Any]:
+        """Validate an all-or-nothing batch: (ns, changes, consumed values, new keys), or
+        {ok: False, errors} saying why not."""
+        ns, limits = self.namespace(ns_arg)
+        if kind not in KINDS:
+            raise InvalidRequest(f"batch kind must be one of {sorted(KINDS)}, not {kind!r}")
+        scope = self._scope(scope_code)
+        errors: dict[bytes, list[str]] = {}
+        if kind == "set":
+            pairs = self._pairs(items)
+            valid = self._valid_sets(pairs, limits, errors)
+            changes: list[ScopedChange] = [(key, value, scope) for key, value in valid]
+            keys = [key for key, _value in pairs]
+        else:
+            keys = self._keys(items)
+            changes = [(key, None, Scope.PERMANENT) for key in keys]
+        conflict = error_entry(ClusterUnavailable(CONFLICT))
+        errors.update((key, conflict) for key in keys if (ns, key) in self.locks)
+        values: dict[bytes, bytes] = {}
+        new = 0
+        for key, value, _scope in changes:
+            found = self.store.get_raw(ns, key)
+            if value is None and found is None and key not in errors:
+                errors[key] = error_entry(KeyNotFound(f"key {key.decode(errors='replace')!r} does not exist"))
+            elif value is None and found is not None and kind == "consume":
+                values[key] = found[0]
+            elif value is not None and found is None and limits.max_keys:
+                new += 1
+        if errors:
+            return {"ok": False, "errors": errors}
+        self._check_reply_size(values)
+        return ns, changes, values, new
+
+    def _check_reply_size(self, values: dict[bytes, bytes]) -> None:
+        size = sum(len(key) + len(value) + ITEM_OVERHEAD for key, value in values.items())
+        if size > self.reply_budget:
+            raise InvalidRequest(f"the values consumed would fill {size} bytes, more than one reply carries")
+
+    def _full(self, ns: bytes, changes: list[ScopedChange]) -> dict[str, Any]:
+        full = error_entry(NamespaceFull(f"namespace {ns.decode()!r} has no room for these new keys"))
+        new = [key for key, value, _scope in changes if value is not None and self.store.get_raw(ns, key) is None]
+        return {"ok": False, "errors": dict.fromkeys(new, full)}
+
+    def _lock(
+        self, txn: bytes, ns: bytes, keys: list[bytes], reserved: int, deadline: int, recovered: bool = False
+    ) -> None:
+        self.transactions[txn] = Transaction(ns, keys, reserved, deadline, recovered)
+        for key in keys:
+            self.locks[ns, key] = txn
+
+    def _unlock(self, txn: bytes, transaction: Transaction) -> None:
+        del self.transactions[txn]
+        for key in transaction.keys:
+            if self.locks.get((transaction.ns, key)) == txn:
+                del self.locks[transaction.ns, key]
+        self.quotas.unreserve(transaction.ns, transaction.reserved)
+
+    def _valid_sets(
+        self, pairs: list[tuple[bytes, Any]], limits: NamespaceLimits, errors: dict[bytes, list[str]]
+    ) -> list[tuple[bytes, bytes]]:
+        valid = []
+        for key, value in pairs:
+            try:
+                valid.append((key, self._value(value, limits)))
+            except KVError as exc:
+                errors[key] = error_entry(exc)
+        return valid
+
+    def _ns_keys(self, args: list[Any], arity: int) -> tuple[bytes, list[bytes]]:
+        if len(args) != arity:
+            raise InvalidRequest(f"expected {arity} arguments, got {len(args)}")
+        ns, _limits = self.namespace(args[0])
+        return ns, self._keys(args[1])
+
+    def _ns_items(self, args: list[Any]) -> tuple[bytes, NamespaceLimits, list[tuple[bytes, Any]], Scope]:
+        if len(args) != 3:
+            raise InvalidRequest("expected [namespace, items, scope]")
+        ns, limits = self.namespace(args[0])
+        return ns, limits, self._pairs(args[1]), self._scope(args[2])
+
+    @staticmethod
+    def _keys(items: Any) -> list[bytes]:
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+            raise InvalidRequest(f"a batch holds 1..{MAX_BATCH} keys")
+        for key in items:
+            if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+                raise InvalidRequest(f"keys are 1..{MAX_KEY_BYTES} bytes")
+        if len(set(items)) != len(items):
+            raise InvalidRequest("a batch names each key once")
+        return items
+
+    @classmethod
+    def _pairs(cls, items: Any) -> list[tuple[bytes, Any]]:
+        if not isinstance(items, list) or not all(isinstance(item, list) and len(item) == 2 for item in items):
+            raise InvalidRequest("batch items are [key, value] pairs")
+        cls._keys([item[0] for item in items])
+        return [(item[0], item[1]) for item in items]
+
+    @staticmethod
+    def _scope(code: Any) -> Scope:
+        scope = _SCOPES.get(code)
+        if scope is None:
+            raise InvalidRequest(f"unknown scope {code!r}")
+        return scope

@@ -1,0 +1,366 @@
+"""Batches — `set_many`, `get_many`, `delete_many`, `consume_many` — as plans any client runs.
+
+A plan is a generator: it yields a step (calls to send at once, at most one per
+peer), is sent back each call's outcome (its result, or the `KVError` it raised), and
+returns the `BatchResult`. The sync client writes a step's calls on all its links
+before it reads any answer; the asyncio client gathers them. Both run a batch the
+same way, and neither holds any of its logic.
+
+The keys are split by shard in input order; each shard's part travels as one message
+(BEST_EFFORT parts larger than a message may carry go as several).
+
+ALL_OR_NOTHING writes on one shard are one ATOMIC request: one journal record. On
+several shards they are a two-phase commit: every shard prepares (validates, locks
+the keys, journals the changes and proposes a timestamp); if all agree, the
+coordinator journals the decision — the moment the batch commits, at the largest
+proposed timestamp — and the shards apply it. Any refusal or failure before the
+decision aborts it everywhere; a client that vanishes leaves shards to ask the
+coordinator once the transaction's deadline passes (presumed abort: no decision is
+an abort). See actors/decisions.py.
+
+`get_many` reads each shard's part in one request; the parts of several shards form
+one consistent view — never half of a batch — when no value read is newer than the
+earliest shard's read cut (a timestamp each shard returns). Otherwise a write landed
+between the reads, and the whole read runs again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Generator, Iterable, Mapping
+from typing import Any, Final
+
+from kvcluster.batch import BatchMode, BatchResult
+from kvcluster.client.core import ADMIN, Call, ClientCore, StaleEpoch
+from kvcluster.codec import Op
+from kvcluster.errors import (
+    BatchFailed,
+    ClusterUnavailable,
+    InvalidRequest,
+    KeyNotFound,
+    KVError,
+    Timeout,
+    error_for_code,
+)
+from kvcluster.failpoints import failpoint
+from kvcluster.keys import encode_key
+from kvcluster.scope import Scope
+from kvcluster.values import unpack_value
+
+__all__ = ["MAX_PART_KEYS", "Notice", "Plan", "consume_many", "delete_many", "get_many", "set_many"]
+
+MAX_PART_KEYS: Final = 1 << 15  # items in one message to a shard (decoders accept 65536)
+ITEM_OVERHEAD: Final = 16  # bytes of framing per item, at most, beside its key and value
+TXN_WINDOW: Final = 5.0  # seconds a cross-shard batch has from prepare to decision
+DECIDE_RETRY: Final = 1.0  # seconds before asking the coordinator for the decision again
+STALE_RETRIES: Final = 3  # times a part routed with an old cluster map is re-split and sent again
+
+
+class Notice(list[Call]):
+    """Calls sent without waiting for their answers; the plan is sent back []."""
+
+
+Step = list[Call]
+Plan = Generator[Step, list[Any], BatchResult]
+
+
+def _same(result: Any) -> Any:
+    return result
+
+
+def _keys(keys: Iterable[Any]) -> tuple[list[Any], list[bytes]]:
+    listed = list(keys)
+    raw = [encode_key(key) for key in listed]
+    if len(set(raw)) != len(raw):
+        raise InvalidRequest("a batch names each key once")
+    return listed, raw
+
+
+def _mode(mode: Any) -> BatchMode:
+    if not isinstance(mode, BatchMode):
+        raise InvalidRequest(f"mode must be a kvcluster.BatchMode, not {mode!r}")
+    return mode
+
+
+def _by_shard(core: ClientCore, ns: bytes, raw: list[bytes], indices: Iterable[int]) -> dict[int, list[int]]:
+    parts: dict[int, list[int]] = {}
+    shard_for = core.map.shard_for
+    for i in indices:
+        parts.setdefault(shard_for(ns, raw[i]), []).append(i)
+    return parts
+
+
+def _chunks(indices: list[int], sizes: list[int], budget: int) -> list[list[int]]:
+    """`indices` cut into messages of at most MAX_PART_KEYS items and `budget` bytes."""
+    chunks: list[list[int]] = [[]]
+    used = 0
+    for i in indices:
+        size = sizes[i] + ITEM_OVERHEAD
+        if chunks[-1] and (len(chunks[-1]) >= MAX_PART_KEYS or used + size > budget):
+            chunks.append([])
+            used = 0
+        chunks[-1].append(i)
+        used += size
+    return chunks
+
+
+def _result(keys: list[Any], data: dict[int, Any], errors: dict[int, KVError]) -> BatchResult:
+    ordered = {keys[i]: data[i] for i in range(len(keys)) if i in data}
+    failed = {keys[i]: errors[i] for i in range(len(keys)) if i in errors}
+    return BatchResult(len(ordered), ordered, failed or None)
+
+
+def _failed(
+    keys: list[Any], errors: dict[int, KVError], what: str, outcome: str = "nothing was applied"
+) -> BatchFailed:
+    failed = {keys[i]: errors[i] for i in sorted(errors)}
+    first = next(iter(failed.items()))
+    return BatchFailed(
+        f"{what}: {len(failed)} of {len(keys)} keys failed (first {first[0]!r}: {first[1]}); {outcome}", failed
+    )
+
+
+def _part_errors(raw: list[bytes], chunk: list[int], reported: Any) -> dict[int, KVError]:
+    return {i: error_for_code(*reported[raw[i]]) for i in chunk if raw[i] in reported}
+
+
+# -- writes ------------------------------------------------------------------------------
+
+
+class _Writes:
+    """One write batch: its keys, its values (for set), and how each kind travels."""
+
+    def __init__(self, core: ClientCore, ns: bytes, kind: str, keys: list[Any], raw: list[bytes]) -> None:
+        self.core = core
+        self.ns = ns
+        self.kind = kind
+        self.keys = keys
+        self.raw = raw
+        self.packed: list[bytes] = []
+        self.scope = int(Scope.PERMANENT)
+        self.errors: dict[int, KVError] = {}
+        self.data: dict[int, Any] = {}
+
+    def sizes(self) -> list[int]:
+        if self.kind == "set":
+            return [len(key) + len(value) for key, value in zip(self.raw, self.packed, strict=True)]
+        return [len(key) for key in self.raw]
+
+    def items(self, chunk: list[int]) -> list[Any]:
+        if self.kind == "set":
+            return [[self.raw[i], self.packed[i]] for i in chunk]
+        return [self.raw[i] for i in chunk]
+
+    def best_effort_call(self, shard: int, chunk: list[int]) -> Call:
+        if self.kind == "set":
+            return Call(shard, Op.MSET, (self.ns, self.items(chunk), self.scope), _same)
+        op = Op.MDELETE if self.kind == "delete" else Op.MCONSUME
+        return Call(shard, op, (self.ns, self.items(chunk)), _same)
+
+    def applied(self, chunk: list[int], answer: Any, ts: int) -> None:
+        """Record what a shard applied: each key's timestamp, or the value it consumed."""
+        reported = answer.get("errors") or {}
+        self.errors.update(_part_errors(self.raw, chunk, reported))
+        values = answer.get("values") or {}
+        for i in chunk:
+            if self.raw[i] in reported:
+                continue
+            self.data[i] = unpack_value(values[self.raw[i]]) if self.kind == "consume" else ts
+
+
+def _run_writes(batch: _Writes, mode: BatchMode, timeout: float) -> Plan:
+    if not batch.keys:
+        return BatchResult(0, {})
+    if mode is BatchMode.ALL_OR_NOTHING:
+        if batch.errors:
+            raise _failed(batch.keys, batch.errors, f"{batch.kind}_many")
+        yield from _all_or_nothing(batch, timeout)
+    else:
+        yield from _best_effort(batch)
+    return _result(batch.keys, batch.data, batch.errors)
+
+
+def _best_effort(batch: _Writes) -> Generator[Step, list[Any], None]:
+    core = batch.core
+    pending = [i for i in range(len(batch.keys)) if i not in batch.errors]
+    sizes = batch.sizes()
+    for attempt in range(STALE_RETRIES + 1):
+        chunks = {
+            s: _chunks(part, sizes, core.max_value) for s, part in _by_shard(core, batch.ns, batch.raw, pending).items()
+        }
+        stale: list[int] = []
+        while chunks:
+            rounds = [(shard, parts.pop(0)) for shard, parts in chunks.items()]
+            chunks = {shard: parts for shard, parts in chunks.items() if parts}
+            outcomes = yield [batch.best_effort_call(shard, chunk) for shard, chunk in rounds]
+            for (_shard, chunk), outcome in zip(rounds, outcomes, strict=True):
+                if isinstance(outcome, StaleEpoch) and attempt < STALE_RETRIES:
+                    stale.extend(chunk)  # the map has been refreshed: route these again
+                elif isinstance(outcome, KVError):
+                    batch.errors.update(dict.fromkeys(chunk, outcome))
+                else:
+                    batch.applied(chunk, outcome, outcome["ts"])
+        if not stale:
+            return
+        pending = sorted(stale)
+
+
+def _all_or_nothing(batch: _Writes, timeout: float) -> Generator[Step, list[Any], None]:
+    core, ns = batch.core, batch.ns
+    parts = _by_shard(core, ns, batch.raw, range(len(batch.keys)))
+    sizes = batch.sizes()
+    for part in parts.values():
+        if len(part) > MAX_PART_KEYS or sum(sizes[i] + ITEM_OVERHEAD for i in part) > core.max_value:
+            raise InvalidRequest(
+                f"an all-or-nothing batch sends at most {MAX_PART_KEYS} keys and {core.max_value} bytes to one "
+                "shard; split it, or use BatchMode.BEST_EFFORT"
+            )
+    if len(parts) == 1:
+        ((shard, part),) = parts.items()
+        (answer,) = yield [Call(shard, Op.ATOMIC, (ns, batch.kind, batch.items(part), batch.scope), _same)]
+        if isinstance(answer, KVError):
+            raise answer
+        if not answer["ok"]:
+            raise _failed(batch.keys, _part_errors(batch.raw, part, answer["errors"]), f"{batch.kind}_many")
+        batch.applied(part, answer, answer["ts"])
+        return
+    yield from _two_phase(batch, parts, timeout)
+
+
+def _two_phase(batch: _Writes, parts: dict[int, list[int]], timeout: float) -> Generator[Step, list[Any], None]:
+    ns, shards = batch.ns, sorted(parts)
+    txn = secrets.token_bytes(16)
+    deadline = time.time_ns() // 1000 + int(min(timeout, TXN_WINDOW) * 1_000_000)
+    votes = yield [
+        Call(s, Op.TXN_PREPARE, (ns, txn, deadline, batch.kind, batch.items(parts[s]), batch.scope), _same)
+        for s in shards
+    ]
+    failpoint("client.txn_prepared")
+    refused: dict[int, KVError] = {}
+    prepared = []
+    for shard, vote in zip(shards, votes, strict=True):
+        if isinstance(vote, KVError):
+            # This shard may have prepared all the same: it learns "abort" from the
+            # coordinator once the deadline has passed.
+            refused.update(dict.fromkeys(parts[shard], vote))
+        elif not vote["ok"]:
+            refused.update(_part_errors(batch.raw, parts[shard], vote["errors"]))
+        else:
+            prepared.append(shard)
+    if refused:
+        if prepared:
+            yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in prepared]
+        raise _failed(batch.keys, refused, f"{batch.kind}_many")
+    ts = max(vote["ts"] for vote in votes)
+    decision = yield from _decide(txn, ts, deadline, shards, timeout)
+    failpoint("client.txn_decided")
+    if decision[0] != "commit":
+        yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in shards]
+        late = ClusterUnavailable("the batch was not decided before its deadline; retry")
+        raise _failed(batch.keys, dict.fromkeys(range(len(batch.keys)), late), f"{batch.kind}_many")
+    acks = yield [Call(s, Op.TXN_COMMIT, (txn, ts), _same) for s in shards]
+    applied = [s for s, ack in zip(shards, acks, strict=True) if not isinstance(ack, KVError)]
+    if applied:  # the others learn the decision from the coordinator
+        yield Notice([Call(ADMIN, Op.TXN_FORGET, (txn, applied), _same)])
+    for shard, vote in zip(shards, votes, strict=True):
+        batch.applied(parts[shard], vote, ts)
+
+
+def _decide(
+    txn: bytes, ts: int, deadline: int, shards: list[int], timeout: float
+) -> Generator[Step, list[Any], list[Any]]:
+    """Ask the coordinator to commit; retried (it answers a retry as it did the first)
+    while it restarts. No answer at all leaves the batch's outcome unknown: Timeout."""
+    give_up = time.monotonic() + max(timeout, TXN_WINDOW)
+    while True:
+        (answer,) = yield [Call(ADMIN, Op.TXN_DECIDE, (txn, ts, deadline, shards), _same, DECIDE_RETRY)]
+        if isinstance(answer, list) and answer and answer[0] in ("commit", "abort"):
+            return answer
+        if not isinstance(answer, Timeout) or time.monotonic() > give_up:
+            raise Timeout(f"the coordinator did not decide the batch ({answer}); its outcome is unknown until it does")
+
+
+def set_many(core: ClientCore, ns: bytes, items: Any, mode: BatchMode, scope: Scope, timeout: float) -> Plan:
+    pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+    if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in pairs):
+        raise InvalidRequest("set_many takes a mapping, or (key, value) pairs")
+    if not isinstance(scope, Scope):
+        raise InvalidRequest(f"scope must be a kvcluster.Scope, not {scope!r}")
+    keys, raw = _keys(key for key, _value in pairs)
+    batch = _Writes(core, ns, "set", keys, raw)
+    batch.scope = int(scope)
+    for i, (_key, value) in enumerate(pairs):
+        try:
+            batch.packed.append(core.pack(value))
+        except KVError as exc:  # too large, or not something msgpack carries
+            batch.errors[i] = exc
+            batch.packed.append(b"")
+    return _run_writes(batch, _mode(mode), timeout)
+
+
+def delete_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
+    listed, raw = _keys(keys)
+    return _run_writes(_Writes(core, ns, "delete", listed, raw), _mode(mode), timeout)
+
+
+def consume_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
+    listed, raw = _keys(keys)
+    return _run_writes(_Writes(core, ns, "consume", listed, raw), _mode(mode), timeout)
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+def get_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
+    listed = list(keys)
+    for key in listed:
+        encode_key(key)  # a clear error for a bad key before anything is sent
+    return _get_many(core, ns, *_keys(dict.fromkeys(listed)), _mode(mode), timeout)
+
+
+def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mode: BatchMode, timeout: float) -> Plan:
+    if not keys:
+        return BatchResult(0, {})
+    give_up = time.monotonic() + timeout
+    sizes = [len(key) for key in raw]
+    while True:
+        rows: dict[int, Any] = {}
+        errors: dict[int, KVError] = {}
+        cut, newest, requests = None, 0, 0
+        chunks = {
+            s: _chunks(part, sizes, core.max_value) for s, part in _by_shard(core, ns, raw, range(len(keys))).items()
+        }
+        while chunks:
+            rounds = [(shard, parts.pop(0)) for shard, parts in chunks.items()]
+            requests += len(rounds)
+            outcomes = yield [Call(shard, Op.MGET, (ns, [raw[i] for i in chunk]), _same) for shard, chunk in rounds]
+            for (shard, chunk), outcome in zip(rounds, outcomes, strict=True):
+                if isinstance(outcome, KVError):
+                    errors.update(dict.fromkeys(chunk, outcome))
+                    continue
+                part_cut, part_rows = outcome
+                cut = part_cut if cut is None else min(cut, part_cut)
+                for i, row in zip(chunk, part_rows, strict=False):
+                    rows[i] = row
+                    if row is not None and row[1] > newest:
+                        newest = row[1]
+                if len(part_rows) < len(chunk):  # the answer filled a message: ask for the rest
+                    chunks[shard].insert(0, chunk[len(part_rows) :])
+            chunks = {shard: parts for shard, parts in chunks.items() if parts}
+        if requests == 1 or cut is None or newest <= cut:
+            break  # one request is one view; or no value read is newer than any read
+        if time.monotonic() > give_up:
+            raise Timeout(f"get_many found its keys changing for {timeout:g} s; no consistent view to return")
+    data: dict[int, Any] = {}
+    for i in range(len(keys)):
+        row = rows.get(i)
+        if i in errors:
+            continue
+        if row is None:
+            errors[i] = KeyNotFound(f"key {keys[i]!r} does not exist")
+        else:
+            data[i] = unpack_value(row[0])
+    if errors and mode is BatchMode.ALL_OR_NOTHING:
+        raise _failed(keys, errors, "get_many", "no data is returned")
+    return _result(keys, data, errors)
