@@ -290,7 +290,7 @@ class Coordinator:
                 envelope, seq, {**self.map.to_wire(), "ready": self.ready, "max_message": self.limits.max_message}
             )
         elif op is Op.TXN_DECIDE:
-            self._reply(envelope, seq, self.decisions.decide(*_exactly(4, args)))
+            self._reply(envelope, seq, self.decisions.decide(*_exactly(5, args)))
         elif op is Op.TXN_FORGET:
             self.decisions.applied(*_exactly(2, args))
             self._reply(envelope, seq, None)

@@ -100,15 +100,23 @@ class DecisionLog:
 
     # -- requests --------------------------------------------------------------------
 
-    def decide(self, txn: Any, ts: Any, deadline: Any, participants: Any) -> list[Any]:
-        """TXN_DECIDE: commit `txn` at `ts` unless it is decided already or too late."""
+    def decide(self, txn: Any, outcome: Any, ts: Any, deadline: Any, participants: Any) -> list[Any]:
+        """TXN_DECIDE: commit `txn` at `ts` (or abort it) unless it is decided already;
+        a commit past the deadline is an abort.
+
+        A client records an abort only when a participant's vote is unknown (it timed
+        out or died while preparing): that shard, back, learns it at once instead of
+        holding its locks until the deadline.
+        """
         txn, ts, deadline = txn_id(txn), _int(ts, "a timestamp"), _int(deadline, "a deadline")
+        if outcome not in (COMMIT, ABORT):
+            raise InvalidRequest(f"a decision is {COMMIT!r} or {ABORT!r}, not {outcome!r}")
         if not isinstance(participants, list) or not 0 < len(participants) <= MAX_PARTICIPANTS:
             raise InvalidRequest("a transaction names its participant shards")
         known = self.decisions.get(txn)
         if known is not None:
             return known.answer()  # a retried request gets the first answer
-        if _now() >= deadline:
+        if outcome == ABORT or _now() >= deadline:
             return self._record(txn, Decision(ABORT, 0, deadline))
         failpoint("coordinator.txn_decide")
         answer = self._record(txn, Decision(COMMIT, ts, deadline, {_int(p, "a shard") for p in participants}))

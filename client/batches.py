@@ -249,6 +249,9 @@ def _two_phase(batch: _Writes, parts: dict[int, list[int]], timeout: float) -> G
         else:
             prepared.append(shard)
     if refused:
+        unknown = [s for s, vote in zip(shards, votes, strict=True) if isinstance(vote, KVError)]
+        if unknown:  # record the abort: those shards may have prepared, and must not wait for the deadline
+            yield Notice([Call(ADMIN, Op.TXN_DECIDE, (txn, "abort", 0, deadline, unknown), _same)])
         if prepared:
             yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in prepared]
         raise _failed(batch.keys, refused, f"{batch.kind}_many")
@@ -274,7 +277,7 @@ def _decide(
     while it restarts. No answer at all leaves the batch's outcome unknown: Timeout."""
     give_up = time.monotonic() + max(timeout, TXN_WINDOW)
     while True:
-        (answer,) = yield [Call(ADMIN, Op.TXN_DECIDE, (txn, ts, deadline, shards), _same, DECIDE_RETRY)]
+        (answer,) = yield [Call(ADMIN, Op.TXN_DECIDE, (txn, "commit", ts, deadline, shards), _same, DECIDE_RETRY)]
         if isinstance(answer, list) and answer and answer[0] in ("commit", "abort"):
             return answer
         if not isinstance(answer, Timeout) or time.monotonic() > give_up:

@@ -23,14 +23,14 @@ class BatchResult:
     """What a batch did.
 
     `processed`: items applied (writes) or read (`get_many`).
-    `data`: per key, in input order — the timestamp of each write (`set_many`,
+    `data`: per key that was applied or read, in input order — the timestamp of each write (`set_many`,
     `delete_many`), the value read (`get_many`) or consumed (`consume_many`).
     `errors`: per key, the `KVError` that kept an item from applying (BEST_EFFORT);
     None when there were none.
     """
 
     processed: int
-    data: dict[str, Any] | None
+    data: dict[str, Any]
     errors: dict[str, KVError] | None = None
 
     @property

@@ -74,7 +74,7 @@ class Op(enum.IntEnum):
     CLUSTER_STATS = 38  # [] -> {...} (the object `kvcluster status --json` prints)
     ROTATE = 39  # [] -> nil
     SHUTDOWN = 40  # [] -> nil
-    TXN_DECIDE = 41  # [txn, ts, deadline, [shard, ...]] -> ["commit", ts] | ["abort"]
+    TXN_DECIDE = 41  # [txn, "commit" | "abort", ts, deadline, [shard, ...]] -> ["commit", ts] | ["abort"]
     TXN_FORGET = 42  # [txn, [shard, ...]] -> nil: these participants have applied the decision
 
     # between the coordinator and its shards

@@ -5,6 +5,7 @@ crossing key sets never deadlock."""
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -70,7 +71,7 @@ class Txn:
 
     def decide(self) -> list[Any]:
         answer: list[Any] = self.client.run(
-            Call(ADMIN, Op.TXN_DECIDE, (self.id, self.ts, self.deadline, self.shards), raw)
+            Call(ADMIN, Op.TXN_DECIDE, (self.id, "commit", self.ts, self.deadline, self.shards), raw)
         )
         return answer
 
@@ -215,12 +216,12 @@ def test_a_concurrent_reader_never_sees_part_of_a_batch(cluster: Cluster, fresh_
         with cluster.connect(timeout=10.0) as client:
             ns = client.namespace(fresh_ns.name)
             while not stop.is_set():
-                data = ns.get_many(KEYS, mode).data or {}
+                data = ns.get_many(KEYS, mode).data
                 reads[0] += 1
                 if len(set(data.values())) != 1:
                     torn.append(data)
 
-    readers = [Background(lambda mode=mode: read_forever(mode)) for mode in (AON, BatchMode.BEST_EFFORT)]
+    readers = [Background(functools.partial(read_forever, mode)) for mode in (AON, BatchMode.BEST_EFFORT)]
     for thread in readers:
         thread.start()
     try:
@@ -252,12 +253,12 @@ def test_writers_with_crossing_key_sets_never_deadlock(cluster: Cluster, fresh_n
                     refusals.extend(exc.errors.values())
                     conflicts[writer] += 1
 
-    writers = [Background(lambda writer=writer: write(writer)) for writer in (0, 1)]
+    writers = [Background(functools.partial(write, writer)) for writer in (0, 1)]
     for thread in writers:
         thread.start()
     for thread in writers:
         thread.outcome(timeout=120.0)
     assert all(isinstance(e, ClusterUnavailable) and "conflict" in str(e) for e in refusals)
-    final = fresh_ns.get_many(KEYS, AON).data or {}
+    final = fresh_ns.get_many(KEYS, AON).data
     assert len({tuple(value) for value in final.values()}) == 1  # one writer's last batch, whole
     assert next(iter(final.values()))[1] == batches - 1
