@@ -23,6 +23,7 @@ from kvcluster.actors.namespaces import NamespaceRegistry
 from kvcluster.actors.quota import QuotaBook, QuotaBroker
 from kvcluster.actors.shard import SPIN, ShardConfig, run_shard
 from kvcluster.actors.stats import ProcessStats, status_object
+from kvcluster.actors.streams import StreamConnection, StreamServer
 from kvcluster.actors.supervision import ActorSlot
 from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
 from kvcluster.config import Durability
@@ -39,7 +40,7 @@ log = logging.getLogger("kvcluster.coordinator")
 TXN_UPKEEP_INTERVAL: Final = 1.0  # seconds between pushes of commit decisions not yet applied
 ADOPT_TIMEOUT: Final = 3.0  # seconds a running shard has to answer before it is replaced
 STOP_TIMEOUT: Final = 10.0  # seconds shards have to stop before they are killed
-Envelope = list[bytes]
+Envelope = list[bytes] | StreamConnection  # who asked: ZeroMQ routing frames, or a local stream
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,9 @@ class Coordinator:
         self.next_upkeep = 0.0
         self.stopping = False
         self.shutdown_requested = False
+        self.poller = zmq.Poller()
+        self.polled_pidfds: set[int] = set()
+        self.streams: StreamServer | None = None  # local clients' fast path, opened by run()
 
     def _request_shutdown(self) -> None:
         self.shutdown_requested = True
@@ -136,6 +140,11 @@ class Coordinator:
 
     def run(self) -> None:
         self.admin.bind(self.map.coordinator)
+        self.poller.register(self.admin, zmq.POLLIN)
+        for link in self.links.sockets:
+            self.poller.register(link, zmq.POLLIN)
+        self.poller.register(self.wakeup.fileno(), zmq.POLLIN)
+        self.streams = StreamServer(self.data.stream("coordinator"), self.config.max_message, self.poller)
         self._start_shards()
         log.info("coordinator serving %s (pid %d, %d shards)", self.map.coordinator, os.getpid(), len(self.slots))
         while not self.stopping:
@@ -144,23 +153,25 @@ class Coordinator:
                 self._stop_shards()
                 self.stopping = True
         self.decisions.close()
+        if self.streams is not None:
+            self.streams.shutdown()
         self.links.close()
         self.admin.close(0)
         self.context.term()
 
+    def _watch_pidfds(self) -> None:
+        """Keep the poller on the pidfds of the processes alive now (they change on restarts)."""
+        pidfds = {actor.pidfd for actor in self._actors() if actor.pidfd >= 0}
+        for pidfd in self.polled_pidfds - pidfds:
+            self.poller.unregister(pidfd)
+        for pidfd in pidfds - self.polled_pidfds:
+            self.poller.register(pidfd, zmq.POLLIN)
+        self.polled_pidfds = pidfds
+
     def _poll_once(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.admin, zmq.POLLIN)
-        for link in self.links.sockets:
-            poller.register(link, zmq.POLLIN)
-        for slot in self.slots:
-            if slot.pidfd >= 0:
-                poller.register(slot.pidfd, zmq.POLLIN)
         router = self.router
-        if router is not None and router.pidfd >= 0:
-            poller.register(router.pidfd, zmq.POLLIN)
-        poller.register(self.wakeup.fileno(), zmq.POLLIN)
-        ready = dict(poller.poll(self._timeout_ms()))
+        self._watch_pidfds()
+        ready = dict(self.poller.poll(self._timeout_ms()))
         if self.wakeup.fileno() in ready:
             self.wakeup.drain()  # SIGTERM arrived; its handler set the flag
         for i, slot in enumerate(self.slots):
@@ -172,6 +183,17 @@ class Coordinator:
             router.died()
         if self.admin in ready:
             self._serve()
+        streams = self.streams
+        if streams is not None:
+            if streams.listener.fileno() in ready:
+                streams.accept()
+            for fd in [fd for fd in ready if type(fd) is int and fd in streams.connections]:
+                connection = streams.connections[fd]
+                if ready[fd] & zmq.POLLOUT:
+                    streams.flush(connection)
+                if ready[fd] & zmq.POLLIN:
+                    for payload in list(streams.read(connection)):
+                        self._serve_one(connection, payload)
         self.links.expire()
         self.decisions.tick()
         now = time.monotonic()
@@ -272,14 +294,16 @@ class Coordinator:
                 frames = self.admin.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            envelope, payload = frames[:-1], frames[-1]
-            try:
-                request = decode_request(payload, self.limits.unpack_options())
-                self._dispatch(envelope, request)
-            except KVError as exc:
-                self._reply_error(envelope, request_seq(payload), exc)
-            except (TypeError, ValueError, KeyError, IndexError) as exc:  # malformed arguments
-                self._reply_error(envelope, request_seq(payload), InvalidRequest(f"bad arguments: {exc}"))
+            self._serve_one(frames[:-1], frames[-1])
+
+    def _serve_one(self, envelope: Envelope, payload: bytes) -> None:
+        try:
+            request = decode_request(payload, self.limits.unpack_options())
+            self._dispatch(envelope, request)
+        except KVError as exc:
+            self._reply_error(envelope, request_seq(payload), exc)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:  # malformed arguments
+            self._reply_error(envelope, request_seq(payload), InvalidRequest(f"bad arguments: {exc}"))
 
     def _dispatch(self, envelope: Envelope, request: Request) -> None:
         op, args, seq = request.op, request.args, request.seq
@@ -291,10 +315,7 @@ class Coordinator:
             )
         elif op is Op.TXN_DECIDE:
             self._reply(envelope, seq, self.decisions.decide(*_exactly(5, args)))
-        elif op is Op.TXN_FORGET:
-            self.decisions.applied(*_exactly(2, args))
-            self._reply(envelope, seq, None)
-        elif op in (Op.HELLO, Op.QUOTA_ASK, Op.TXN_STATUS) and not envelope[0].startswith(b"shard-"):
+        elif op in (Op.HELLO, Op.QUOTA_ASK, Op.TXN_STATUS, Op.TXN_FORGET) and not _from_shard(envelope):
             raise InvalidRequest(f"{op.name} comes from shards only")
         elif op is Op.HELLO:
             shard, _pid, report = int(args[0]), args[1], args[2]
@@ -302,6 +323,9 @@ class Coordinator:
                 self.quota.report(shard, ns, limit)
             self._reply(envelope, seq, None)
             self._shard_ready(shard)
+        elif op is Op.TXN_FORGET:
+            self.decisions.applied(*_exactly(2, args))
+            self._reply(envelope, seq, None)
         elif op is Op.TXN_STATUS:
             self._reply(envelope, seq, self.decisions.status(*_exactly(2, args)))
         elif op is Op.QUOTA_ASK:
@@ -348,6 +372,10 @@ class Coordinator:
         self._send(envelope, encode_error(seq, error))
 
     def _send(self, envelope: Envelope, payload: bytes) -> None:
+        if isinstance(envelope, StreamConnection):
+            if self.streams is not None:
+                self.streams.send(envelope, payload)  # a no-op if the client has gone
+            return
         try:
             self.admin.send_multipart([*envelope, payload], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
@@ -364,7 +392,7 @@ class Coordinator:
 
                     def confirmed(reply: Reply | None, txn: bytes = txn, shard: int = shard) -> None:
                         if reply is not None and reply.status == 0:
-                            self.decisions.applied(txn, [shard])
+                            self.decisions.applied([txn], shard)
 
                     self.links.call(shard, Op.TXN_COMMIT, [txn, decision.ts], confirmed, TXN_UPKEEP_INTERVAL)
         self.decisions.purge()
@@ -436,6 +464,7 @@ class Coordinator:
                 durability=self.manifest["durability"],
                 ready=self.ready,
             )
+            status["coordinator"]["commits_unapplied"] = self.decisions.commits_kept()
             self._reply(envelope, seq, status)
 
         self.links.fan_out(self._live(), Op.SHARD_STATS, [], gathered, 2.0)
@@ -457,6 +486,11 @@ class Coordinator:
             )
 
         self.links.fan_out(self._live(), Op.COUNT, [name.encode()], counted, 2.0)
+
+
+def _from_shard(envelope: Envelope) -> bool:
+    """Shards speak to the coordinator over ZeroMQ only, with routing ids `shard-NNN`."""
+    return not isinstance(envelope, StreamConnection) and envelope[0].startswith(b"shard-")
 
 
 def _exactly(count: int, args: list[Any]) -> list[Any]:

@@ -45,6 +45,7 @@ _NS: Final = b"txn"
 ABORT_KEPT_FOR: Final = 3600 * 1_000_000  # µs an abort decision is kept past its deadline
 MAX_TXN_ID: Final = 64
 MAX_PARTICIPANTS: Final = 4096
+MAX_FORGET: Final = 4096  # transactions one TXN_FORGET may name
 
 
 def _now() -> int:
@@ -134,20 +135,24 @@ class DecisionLog:
             return [PENDING]
         return self._record(txn, Decision(ABORT, 0, deadline))  # presumed abort, made final
 
-    def applied(self, txn: Any, shards: Any) -> None:
-        """TXN_FORGET: these participants have applied the decision."""
-        txn = txn_id(txn)
-        if not isinstance(shards, list):
-            raise InvalidRequest("TXN_FORGET takes [txn, [shard, ...]]")
-        known = self.decisions.get(txn)
-        if known is None or known.outcome != COMMIT:
-            return
-        known.left.difference_update(shards)
-        if not known.left:
-            del self.decisions[txn]
-            self.store.delete_raw(_NS, txn.hex().encode())
+    def applied(self, txns: Any, shard: Any) -> None:
+        """TXN_FORGET: participant `shard` has applied the commit decisions of `txns`."""
+        if not isinstance(txns, list) or len(txns) > MAX_FORGET or type(shard) is not int:
+            raise InvalidRequest(f"TXN_FORGET takes [[txn, ...] (at most {MAX_FORGET}), shard]")
+        for txn in map(txn_id, txns):
+            known = self.decisions.get(txn)
+            if known is None or known.outcome != COMMIT:
+                continue
+            known.left.discard(shard)
+            if not known.left:
+                del self.decisions[txn]
+                self.store.delete_raw(_NS, txn.hex().encode())
 
     # -- upkeep ----------------------------------------------------------------------
+
+    def commits_kept(self) -> int:
+        """Commit decisions some participant has not confirmed yet."""
+        return sum(1 for decision in self.decisions.values() if decision.outcome == COMMIT)
 
     def unapplied(self) -> list[tuple[bytes, Decision]]:
         """Commit decisions past their deadline that some participant has not confirmed."""

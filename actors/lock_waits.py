@@ -54,7 +54,7 @@ class LockWaits(Generic[E]):
     def __len__(self) -> int:
         return sum(len(queue) for queue in self.queues.values())
 
-    def blocker(self, request: Request, locks: dict[tuple[bytes, bytes], bytes], prepared_in: Any) -> bytes | None:
+    def blocker(self, request: Request, locks: dict[bytes, dict[bytes, bytes]], prepared_in: Any) -> bytes | None:
         """The transaction `request` must wait for, if any."""
         if request.op is Op.SCAN:  # a page must not show half a batch: wait for all of it
             return prepared_in(request.args[0]) if request.args else None
@@ -64,10 +64,10 @@ class LockWaits(Generic[E]):
         ns, keys = touched
         if type(ns) is not bytes:
             return None
-        marked = self.marked
+        marked, held = self.marked, locks.get(ns, {})
         for key in keys:
             if type(key) is bytes:
-                txn = locks.get((ns, key)) or marked.get((ns, key))
+                txn = marked.get((ns, key)) or held.get(key)
                 if txn is not None:
                     return txn
         return None

@@ -67,6 +67,8 @@ COORDINATOR_OPS: Final = frozenset({Op.NS_SYNC, Op.QUOTA_RELEASE, Op.NS_DROP, Op
 QUOTA_ANSWER_TIMEOUT: Final = 2.0  # seconds a parked write waits for the coordinator
 TXN_CHECK_INTERVAL: Final = 0.25  # seconds between looks for transactions left in doubt
 STATUS_RETRY: Final = 1.0  # seconds before asking the coordinator about one transaction again
+FORGET_DELAY: Final = 0.05  # seconds applied commits wait to be reported together
+FORGET_BATCH: Final = 1024  # ... or this many of them
 # After replying, a shard keeps polling this long before it blocks: waking a sleeping
 # process costs ~15 us on a VM, more than a whole request. It yields the CPU between
 # polls, so a client (or another shard) that needs the core gets it: measured, spinning
@@ -140,6 +142,8 @@ class ShardProcess:
         self.statuses: dict[int, bytes] = {}  # seq of a TXN_STATUS -> transaction
         self.asked: dict[bytes, float] = {}  # transaction -> when the coordinator was last asked
         self.next_txn_check = 0.0
+        self.applied: list[bytes] = []  # transactions committed here, not yet reported (TXN_FORGET)
+        self.forget_due = 0.0
         self.seq = 0
         self.hello_seq = 0
         self.recent: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
@@ -192,6 +196,8 @@ class ShardProcess:
                 self._check_transactions()
             if self.waits.queues:
                 self._expire_waits()
+            if self.applied and time.monotonic() >= self.forget_due:
+                self._send_forgets()
             self.store.tick()
         self.close()
 
@@ -220,6 +226,8 @@ class ShardProcess:
             waits.append(0.05)
         if self.state.transactions or self.waits.queues:
             waits.append(TXN_CHECK_INTERVAL)
+        if self.applied:
+            waits.append(max(0.0, self.forget_due - time.monotonic()))
         return 1000 if not waits else max(0, int(min(waits) * 1000) + 1)
 
     # -- serving ---------------------------------------------------------------------
@@ -301,6 +309,8 @@ class ShardProcess:
             if txn is not None:
                 self.waits.wait(txn, envelope, request)
                 return
+        txn = request.args[0] if op in RESOLVING_OPS and request.args else None
+        held = txn in self.state.transactions if type(txn) is bytes else False
         reply = self.state.handle(request)
         if reply is PARKED and isinstance(ns, bytes):  # only a write of new keys parks
             self.parked.setdefault(ns, _Parked()).queue.append((envelope, request))
@@ -310,8 +320,10 @@ class ShardProcess:
             if len(self.recent) > DEDUP_ENTRIES:
                 self.recent.popitem(last=False)
         replies.append(_Outgoing(envelope, request, reply))
-        if op in RESOLVING_OPS and type(request.args[0]) is bytes:
-            self._resume(request.args[0], replies)
+        if held and type(txn) is bytes and txn not in self.state.transactions:  # decided here, now
+            if op is Op.TXN_COMMIT and (isinstance(envelope, StreamConnection) or envelope[0] != COORDINATOR_ID):
+                self._forget(txn)  # (the coordinator's own pushes are confirmed by their reply)
+            self._resume(txn, replies)
 
     def _resume(self, txn: bytes, replies: list[_Outgoing]) -> None:
         """`txn` was committed or aborted: run the requests that waited for it."""
@@ -454,8 +466,21 @@ class ShardProcess:
 
         self._in_group(apply, replies)
         if committed and txn not in self.state.transactions:
-            self.seq += 1  # this shard has applied it: the coordinator may drop the decision
-            self.coordinator.send(encode_request(self.seq, 0, Op.TXN_FORGET, txn, [self.config.shard]))
+            self._forget(txn)
+
+    def _forget(self, txn: bytes) -> None:
+        """Note that this shard has applied `txn`'s commit; the coordinator is told in
+        batches (TXN_FORGET), and drops a decision once every participant has."""
+        if not self.applied:
+            self.forget_due = time.monotonic() + FORGET_DELAY
+        self.applied.append(txn)
+        if len(self.applied) >= FORGET_BATCH:
+            self._send_forgets()
+
+    def _send_forgets(self) -> None:
+        self.seq += 1  # (its answer is not waited for)
+        self.coordinator.send(encode_request(self.seq, 0, Op.TXN_FORGET, self.applied, self.config.shard))
+        self.applied = []
 
     def _expire_waits(self) -> None:
         error = ClusterUnavailable("a key is held by a transaction that was not decided in time; retry")

@@ -13,17 +13,22 @@ Mixed into `ShardState`.
 
 from __future__ import annotations
 
+import collections
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import msgpack
+
 from kvcluster.actors.quota import Admission, QuotaLedger
 from kvcluster.codec import DEFAULT_MAX_MESSAGE
-from kvcluster.errors import ClusterUnavailable, InvalidRequest, KeyNotFound, KVError, NamespaceFull
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KeyNotFound, KVError, NamespaceFull, StorageError
 from kvcluster.failpoints import failpoint
 from kvcluster.journal.batches import ScopedChange
 from kvcluster.keys import MAX_KEY_BYTES
 from kvcluster.scope import Scope
+from kvcluster.values import unpack_value
 
 if TYPE_CHECKING:
     from kvcluster.actors.shard_state import NamespaceLimits
@@ -37,6 +42,7 @@ MAX_BATCH: Final = 100_000  # items in one request
 CONFLICT: Final = "conflict: a key is held by another transaction in progress; retry"
 REPLY_SLACK: Final = 4096  # bytes a reply needs beside its values
 PARKED: Final[bytes] = b""  # a handler's result: the request waits for namespace quota
+_decode: Final = functools.partial(msgpack.unpackb, strict_map_key=False)
 _SCOPES: Final = {int(Scope.PERMANENT): Scope.PERMANENT, int(Scope.EPHEMERAL): Scope.EPHEMERAL}
 
 
@@ -59,7 +65,7 @@ class BatchHandlers:
     # Provided by ShardState.
     store: VersionedStore
     quotas: QuotaLedger
-    locks: dict[tuple[bytes, bytes], bytes]
+    locks: dict[bytes, dict[bytes, bytes]]
     transactions: dict[bytes, Transaction]
     reply_budget: int = DEFAULT_MAX_MESSAGE - REPLY_SLACK  # bytes of values one reply may carry
 
@@ -91,8 +97,8 @@ class BatchHandlers:
         ns, limits, items, scope = self._ns_items(args)
         errors: dict[bytes, list[str]] = {}
         valid = self._valid_sets(items, limits, errors)
-        new = [key for key, _value in valid if self.store.get_raw(ns, key) is None]
-        if new and limits.max_keys:
+        new = [key for key, _value in valid if self.store.get_raw(ns, key) is None] if limits.max_keys else []
+        if new:
             admission = self.quotas.admit(ns, len(new))
             if admission is Admission.WAIT:
                 return PARKED
@@ -101,7 +107,7 @@ class BatchHandlers:
                 full = error_entry(NamespaceFull(f"namespace {ns.decode()!r} holds its max_keys={limits.max_keys}"))
                 errors.update((key, full) for key in refused)
                 valid = [(key, value) for key, value in valid if key not in refused]
-        ts = self.store.batch_raw(ns, [(key, value, scope) for key, value in valid]) if valid else None
+        ts = self.store.set_many_raw(ns, valid, scope) if valid else None
         return {"ts": ts, "errors": errors}
 
     def _mdelete(self, args: list[Any]) -> Any:
@@ -231,11 +237,13 @@ class BatchHandlers:
         else:
             keys = self._keys(items)
             changes = [(key, None, Scope.PERMANENT) for key in keys]
-        conflict = error_entry(ClusterUnavailable(CONFLICT))
-        errors.update((key, conflict) for key in keys if (ns, key) in self.locks)
+        held = self.locks.get(ns)
+        if held and not held.keys().isdisjoint(keys):
+            conflict = error_entry(ClusterUnavailable(CONFLICT))
+            errors.update((key, conflict) for key in keys if key in held)
         values: dict[bytes, bytes] = {}
         new = 0
-        for key, value, _scope in changes:
+        for key, value, _scope in changes if kind != "set" or limits.max_keys else ():
             found = self.store.get_raw(ns, key)
             if value is None and found is None and key not in errors:
                 errors[key] = error_entry(KeyNotFound(f"key {key.decode(errors='replace')!r} does not exist"))
@@ -262,23 +270,44 @@ class BatchHandlers:
         self, txn: bytes, ns: bytes, keys: list[bytes], reserved: int, deadline: int, recovered: bool = False
     ) -> None:
         self.transactions[txn] = Transaction(ns, keys, reserved, deadline, recovered)
-        for key in keys:
-            self.locks[ns, key] = txn
+        held = self.locks.get(ns)
+        if held is None:
+            held = self.locks[ns] = {}
+        held.update(dict.fromkeys(keys, txn))
 
     def _unlock(self, txn: bytes, transaction: Transaction) -> None:
         del self.transactions[txn]
-        for key in transaction.keys:
-            if self.locks.get((transaction.ns, key)) == txn:
-                del self.locks[transaction.ns, key]
+        held = self.locks[transaction.ns]
+        collections.deque(map(held.pop, transaction.keys), maxlen=0)  # its keys: no other holds them
+        if not held:
+            del self.locks[transaction.ns]
         self.quotas.unreserve(transaction.ns, transaction.reserved)
 
     def _valid_sets(
         self, pairs: list[tuple[bytes, Any]], limits: NamespaceLimits, errors: dict[bytes, list[str]]
     ) -> list[tuple[bytes, bytes]]:
-        valid = []
+        limit = limits.max_value_bytes
+        values = [value for _key, value in pairs]
+        try:  # the common case, checked in bulk (C loops): every value valid
+            if set(map(type, values)) == {bytes}:
+                lengths = list(map(len, values))
+                if min(lengths) > 0 and (not limit or max(lengths) <= limit):
+                    collections.deque(map(_decode, values), maxlen=0)  # each one complete msgpack object
+                    return pairs
+        except (ValueError, TypeError):
+            pass  # one is not: find which, one by one
+        valid: list[tuple[bytes, bytes]] = []
+        append = valid.append
         for key, value in pairs:
+            if type(value) is bytes and value and (not limit or len(value) <= limit):
+                try:
+                    unpack_value(value)  # one complete msgpack object, or readers would choke on it
+                    append((key, value))
+                    continue
+                except StorageError:
+                    pass
             try:
-                valid.append((key, self._value(value, limits)))
+                self._value(value, limits)  # says what is wrong with it
             except KVError as exc:
                 errors[key] = error_entry(exc)
         return valid
@@ -297,21 +326,26 @@ class BatchHandlers:
 
     @staticmethod
     def _keys(items: Any) -> list[bytes]:
+        # Checked with builtins over the whole list (C loops): a batch is checked in bulk.
         if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
             raise InvalidRequest(f"a batch holds 1..{MAX_BATCH} keys")
-        for key in items:
-            if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-                raise InvalidRequest(f"keys are 1..{MAX_KEY_BYTES} bytes")
+        if set(map(type, items)) != {bytes}:
+            raise InvalidRequest("keys are bytes")
+        lengths = list(map(len, items))
+        if min(lengths) < 1 or max(lengths) > MAX_KEY_BYTES:
+            raise InvalidRequest(f"keys are 1..{MAX_KEY_BYTES} bytes")
         if len(set(items)) != len(items):
             raise InvalidRequest("a batch names each key once")
         return items
 
     @classmethod
     def _pairs(cls, items: Any) -> list[tuple[bytes, Any]]:
-        if not isinstance(items, list) or not all(isinstance(item, list) and len(item) == 2 for item in items):
+        if not isinstance(items, list) or not items or set(map(type, items)) != {list}:
             raise InvalidRequest("batch items are [key, value] pairs")
-        cls._keys([item[0] for item in items])
-        return [(item[0], item[1]) for item in items]
+        if set(map(len, items)) != {2}:
+            raise InvalidRequest("batch items are [key, value] pairs")
+        keys = cls._keys([item[0] for item in items])
+        return list(zip(keys, [item[1] for item in items], strict=True))
 
     @staticmethod
     def _scope(code: Any) -> Scope:

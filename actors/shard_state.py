@@ -71,7 +71,7 @@ class ShardState(BatchHandlers):
         self.epoch = epoch
         self.namespaces: dict[bytes, NamespaceLimits] = {}
         self.quotas = QuotaLedger(store.count_raw, ask_quota)
-        self.locks: dict[tuple[bytes, bytes], bytes] = {}  # keys held by prepared transactions
+        self.locks: dict[bytes, dict[bytes, bytes]] = {}  # {ns: {key: txn}}: held by prepared transactions
         self.transactions: dict[bytes, Transaction] = {}
         self.scans: OrderedDict[int, _Scan] = OrderedDict()
         self.waiting: Callable[[], int] = lambda: 0  # requests waiting on locks (the shard process's)

@@ -227,16 +227,16 @@ def _worker_run(task: tuple[Spec, str, int, int, int, Params]) -> tuple[int, flo
 # -- measuring -----------------------------------------------------------------------
 
 
-def cases() -> list[Spec]:
+def cases(sizes: tuple[int, ...] = SIZES, two_process: bool = True) -> list[Spec]:
     specs = []
-    for size in SIZES:
+    for size in sizes:
         for op in ("get", "set"):
             for style in ("best", "aon"):
                 for layout in ("spread", "single"):
                     specs.append(Spec("kvcluster", op, style, layout, size))
             specs.append(Spec("redis", op, "batch", "-", size))
             specs.append(Spec("redis", op, "pipeline", "-", size))
-    for op in ("get", "set"):
+    for op in ("get", "set") if two_process else ():
         for style in ("best", "aon"):
             specs.append(Spec("kvcluster", op, style, "spread", 100, WORKERS))
         specs.append(Spec("redis", op, "batch", "-", 100, WORKERS))
@@ -396,6 +396,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, argparse.Namespac
     parser.add_argument("--dir", help="where temporary files go (a fresh folder inside it, removed at the end)")
     parser.add_argument("--seconds", type=float, help="time budget of each case (default 1.5; quick 0.3)")
     parser.add_argument("--repeats", type=int, help="runs each case's budget is split into (default 3; quick 1)")
+    parser.add_argument("--sizes", help="comma-separated batch sizes (default 1,10,100,1000): a partial run")
+    parser.add_argument("--one-process", action="store_true", help="skip the two-process cases: a partial run")
     args = parser.parse_args(argv)
     params = Params(
         seconds=args.seconds or (0.3 if args.quick else 1.5),
@@ -417,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     env = environment((*PACKAGES, "multiprocess"))
     root = tempfile.mkdtemp(prefix="kvc-batch-bench-", dir=args.dir)
-    specs = cases()
+    sizes = tuple(int(size) for size in args.sizes.split(",")) if args.sizes else SIZES
+    specs = cases(sizes, not args.one_process)
     try:
         fs = filesystem_of(root)
         console.print(f"batch bench: {len(specs)} cases, {p.seconds} s each in {p.repeats} run(s), in {root}")

@@ -26,6 +26,7 @@ between the reads, and the whole read runs again.
 
 from __future__ import annotations
 
+import operator
 import secrets
 import time
 from collections.abc import Generator, Iterable, Mapping
@@ -44,9 +45,9 @@ from kvcluster.errors import (
     error_for_code,
 )
 from kvcluster.failpoints import failpoint
-from kvcluster.keys import encode_key
+from kvcluster.keys import encode_keys
 from kvcluster.scope import Scope
-from kvcluster.values import unpack_value
+from kvcluster.values import pack_values, unpack_value
 
 __all__ = ["MAX_PART_KEYS", "Notice", "Plan", "consume_many", "delete_many", "get_many", "set_many"]
 
@@ -71,7 +72,7 @@ def _same(result: Any) -> Any:
 
 def _keys(keys: Iterable[Any]) -> tuple[list[Any], list[bytes]]:
     listed = list(keys)
-    raw = [encode_key(key) for key in listed]
+    raw = encode_keys(listed)
     if len(set(raw)) != len(raw):
         raise InvalidRequest("a batch names each key once")
     return listed, raw
@@ -83,12 +84,27 @@ def _mode(mode: Any) -> BatchMode:
     return mode
 
 
-def _by_shard(core: ClientCore, ns: bytes, raw: list[bytes], indices: Iterable[int]) -> dict[int, list[int]]:
-    parts: dict[int, list[int]] = {}
-    shard_for = core.map.shard_for
-    for i in indices:
-        parts.setdefault(shard_for(ns, raw[i]), []).append(i)
-    return parts
+def _by_shard(core: ClientCore, ns: bytes, raw: list[bytes], indices: list[int] | None = None) -> dict[int, list[int]]:
+    """The indices of `raw` (or of the subset `indices`) grouped by owning shard, in order."""
+    if indices is None:
+        indices = list(range(len(raw)))
+        if core.map.shards == 1:
+            return {0: indices}
+        shards = core.map.shards_for(ns, raw)
+    else:
+        shards = core.map.shards_for(ns, [raw[i] for i in indices])
+    groups: list[list[int]] = [[] for _ in range(core.map.shards)]
+    appends = [group.append for group in groups]
+    for i, shard in zip(indices, shards, strict=True):
+        appends[shard](i)
+    return {shard: group for shard, group in enumerate(groups) if group}
+
+
+def _split(parts: dict[int, list[int]], sizes: list[int], budget: int) -> dict[int, list[list[int]]]:
+    """Each shard's part cut into messages: one, unless the batch is very large."""
+    if len(sizes) <= MAX_PART_KEYS and sum(sizes) + ITEM_OVERHEAD * len(sizes) <= budget:
+        return {shard: [part] for shard, part in parts.items()}
+    return {shard: _chunks(part, sizes, budget) for shard, part in parts.items()}
 
 
 def _chunks(indices: list[int], sizes: list[int], budget: int) -> list[list[int]]:
@@ -105,10 +121,14 @@ def _chunks(indices: list[int], sizes: list[int], budget: int) -> list[list[int]
     return chunks
 
 
-def _result(keys: list[Any], data: dict[int, Any], errors: dict[int, KVError]) -> BatchResult:
-    ordered = {keys[i]: data[i] for i in range(len(keys)) if i in data}
-    failed = {keys[i]: errors[i] for i in range(len(keys)) if i in errors}
-    return BatchResult(len(ordered), ordered, failed or None)
+def _result(keys: list[Any], data: list[Any], errors: dict[int, KVError]) -> BatchResult:
+    """The result, in input order; `data[i]` is _MISSING for an item not applied or read."""
+    if not errors:
+        ordered = dict(zip(keys, data, strict=True))
+        return BatchResult(len(ordered), ordered)
+    ordered = {key: item for key, item in zip(keys, data, strict=True) if item is not _MISSING}
+    failed = {keys[i]: errors[i] for i in sorted(errors)}
+    return BatchResult(len(ordered), ordered, failed)
 
 
 def _failed(
@@ -119,6 +139,9 @@ def _failed(
     return BatchFailed(
         f"{what}: {len(failed)} of {len(keys)} keys failed (first {first[0]!r}: {first[1]}); {outcome}", failed
     )
+
+
+_MISSING: Final = object()  # no data for this item
 
 
 def _part_errors(raw: list[bytes], chunk: list[int], reported: Any) -> dict[int, KVError]:
@@ -140,17 +163,18 @@ class _Writes:
         self.packed: list[bytes] = []
         self.scope = int(Scope.PERMANENT)
         self.errors: dict[int, KVError] = {}
-        self.data: dict[int, Any] = {}
+        self.data: list[Any] = [_MISSING] * len(keys)
 
     def sizes(self) -> list[int]:
         if self.kind == "set":
-            return [len(key) + len(value) for key, value in zip(self.raw, self.packed, strict=True)]
-        return [len(key) for key in self.raw]
+            return list(map(operator.add, map(len, self.raw), map(len, self.packed)))
+        return list(map(len, self.raw))
 
     def items(self, chunk: list[int]) -> list[Any]:
+        keys = [self.raw[i] for i in chunk]
         if self.kind == "set":
-            return [[self.raw[i], self.packed[i]] for i in chunk]
-        return [self.raw[i] for i in chunk]
+            return list(zip(keys, [self.packed[i] for i in chunk], strict=True))  # tuples go as arrays
+        return keys
 
     def best_effort_call(self, shard: int, chunk: list[int]) -> Call:
         if self.kind == "set":
@@ -161,12 +185,21 @@ class _Writes:
     def applied(self, chunk: list[int], answer: Any, ts: int) -> None:
         """Record what a shard applied: each key's timestamp, or the value it consumed."""
         reported = answer.get("errors") or {}
-        self.errors.update(_part_errors(self.raw, chunk, reported))
-        values = answer.get("values") or {}
-        for i in chunk:
-            if self.raw[i] in reported:
-                continue
-            self.data[i] = unpack_value(values[self.raw[i]]) if self.kind == "consume" else ts
+        data, raw = self.data, self.raw
+        if reported:
+            self.errors.update(_part_errors(raw, chunk, reported))
+        if self.kind == "consume":
+            values = answer.get("values") or {}
+            for i in chunk:
+                if raw[i] not in reported:
+                    data[i] = unpack_value(values[raw[i]])
+        elif reported:
+            for i in chunk:
+                if raw[i] not in reported:
+                    data[i] = ts
+        else:
+            for i in chunk:
+                data[i] = ts
 
 
 def _run_writes(batch: _Writes, mode: BatchMode, timeout: float) -> Plan:
@@ -183,12 +216,10 @@ def _run_writes(batch: _Writes, mode: BatchMode, timeout: float) -> Plan:
 
 def _best_effort(batch: _Writes) -> Generator[Step, list[Any], None]:
     core = batch.core
-    pending = [i for i in range(len(batch.keys)) if i not in batch.errors]
+    pending = [i for i in range(len(batch.keys)) if i not in batch.errors] if batch.errors else None
     sizes = batch.sizes()
     for attempt in range(STALE_RETRIES + 1):
-        chunks = {
-            s: _chunks(part, sizes, core.max_value) for s, part in _by_shard(core, batch.ns, batch.raw, pending).items()
-        }
+        chunks = _split(_by_shard(core, batch.ns, batch.raw, pending), sizes, core.max_value)
         stale: list[int] = []
         while chunks:
             rounds = [(shard, parts.pop(0)) for shard, parts in chunks.items()]
@@ -208,7 +239,7 @@ def _best_effort(batch: _Writes) -> Generator[Step, list[Any], None]:
 
 def _all_or_nothing(batch: _Writes, timeout: float) -> Generator[Step, list[Any], None]:
     core, ns = batch.core, batch.ns
-    parts = _by_shard(core, ns, batch.raw, range(len(batch.keys)))
+    parts = _by_shard(core, ns, batch.raw)
     sizes = batch.sizes()
     for part in parts.values():
         if len(part) > MAX_PART_KEYS or sum(sizes[i] + ITEM_OVERHEAD for i in part) > core.max_value:
@@ -262,10 +293,11 @@ def _two_phase(batch: _Writes, parts: dict[int, list[int]], timeout: float) -> G
         yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in shards]
         late = ClusterUnavailable("the batch was not decided before its deadline; retry")
         raise _failed(batch.keys, dict.fromkeys(range(len(batch.keys)), late), f"{batch.kind}_many")
-    acks = yield [Call(s, Op.TXN_COMMIT, (txn, ts), _same) for s in shards]
-    applied = [s for s, ack in zip(shards, acks, strict=True) if not isinstance(ack, KVError)]
-    if applied:  # the others learn the decision from the coordinator
-        yield Notice([Call(ADMIN, Op.TXN_FORGET, (txn, applied), _same)])
+    # Committed. The shards apply it when this reaches them (each then tells the
+    # coordinator); until then its keys stay locked, so every read waits for it, and
+    # this client's next request to a shard arrives after it. One not reached learns
+    # the decision from the coordinator.
+    yield Notice([Call(s, Op.TXN_COMMIT, (txn, ts), _same) for s in shards])
     for shard, vote in zip(shards, votes, strict=True):
         batch.applied(parts[shard], vote, ts)
 
@@ -285,20 +317,31 @@ def _decide(
 
 
 def set_many(core: ClientCore, ns: bytes, items: Any, mode: BatchMode, scope: Scope, timeout: float) -> Plan:
-    pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-    if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in pairs):
-        raise InvalidRequest("set_many takes a mapping, or (key, value) pairs")
+    if isinstance(items, Mapping):
+        keys, values = list(items.keys()), list(items.values())
+    else:
+        pairs = list(items)
+        if pairs and (set(map(type, pairs)) - {tuple, list} or set(map(len, pairs)) != {2}):
+            raise InvalidRequest("set_many takes a mapping, or (key, value) pairs")
+        keys, values = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
     if not isinstance(scope, Scope):
         raise InvalidRequest(f"scope must be a kvcluster.Scope, not {scope!r}")
-    keys, raw = _keys(key for key, _value in pairs)
+    keys, raw = _keys(keys)
     batch = _Writes(core, ns, "set", keys, raw)
     batch.scope = int(scope)
-    for i, (_key, value) in enumerate(pairs):
-        try:
-            batch.packed.append(core.pack(value))
-        except KVError as exc:  # too large, or not something msgpack carries
-            batch.errors[i] = exc
-            batch.packed.append(b"")
+    try:
+        batch.packed = pack_values(values)
+        fits = max(map(len, batch.packed), default=0) <= core.max_value
+    except KVError:
+        fits = False
+    if not fits:  # find which, one by one
+        batch.packed = []
+        for i, value in enumerate(values):
+            try:
+                batch.packed.append(core.pack(value))
+            except KVError as exc:  # too large, or not something msgpack carries
+                batch.errors[i] = exc
+                batch.packed.append(b"")
     return _run_writes(batch, _mode(mode), timeout)
 
 
@@ -317,9 +360,11 @@ def consume_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMo
 
 def get_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
     listed = list(keys)
-    for key in listed:
-        encode_key(key)  # a clear error for a bad key before anything is sent
-    return _get_many(core, ns, *_keys(dict.fromkeys(listed)), _mode(mode), timeout)
+    raw = encode_keys(listed)  # a clear error for a bad key before anything is sent
+    if len(set(raw)) != len(raw):  # a key asked twice is read once
+        listed = list(dict.fromkeys(listed))
+        raw = encode_keys(listed)
+    return _get_many(core, ns, listed, raw, _mode(mode), timeout)
 
 
 def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mode: BatchMode, timeout: float) -> Plan:
@@ -327,13 +372,12 @@ def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mo
         return BatchResult(0, {})
     give_up = time.monotonic() + timeout
     sizes = [len(key) for key in raw]
+    parts = _by_shard(core, ns, raw)
     while True:
-        rows: dict[int, Any] = {}
+        rows: list[Any] = [None] * len(keys)
         errors: dict[int, KVError] = {}
         cut, newest, requests = None, 0, 0
-        chunks = {
-            s: _chunks(part, sizes, core.max_value) for s, part in _by_shard(core, ns, raw, range(len(keys))).items()
-        }
+        chunks = _split(parts, sizes, core.max_value)
         while chunks:
             rounds = [(shard, parts.pop(0)) for shard, parts in chunks.items()]
             requests += len(rounds)
@@ -355,15 +399,14 @@ def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mo
             break  # one request is one view; or no value read is newer than any read
         if time.monotonic() > give_up:
             raise Timeout(f"get_many found its keys changing for {timeout:g} s; no consistent view to return")
-    data: dict[int, Any] = {}
-    for i in range(len(keys)):
-        row = rows.get(i)
-        if i in errors:
-            continue
-        if row is None:
-            errors[i] = KeyNotFound(f"key {keys[i]!r} does not exist")
-        else:
-            data[i] = unpack_value(row[0])
-    if errors and mode is BatchMode.ALL_OR_NOTHING:
+    data: dict[Any, Any] = {}
+    for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        if row is not None:
+            data[key] = unpack_value(row[0])
+        elif i not in errors:
+            errors[i] = KeyNotFound(f"key {key!r} does not exist")
+    if not errors:
+        return BatchResult(len(data), data)
+    if mode is BatchMode.ALL_OR_NOTHING:
         raise _failed(keys, errors, "get_many", "no data is returned")
-    return _result(keys, data, errors)
+    return BatchResult(len(data), data, {keys[i]: errors[i] for i in sorted(errors)})

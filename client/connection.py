@@ -36,6 +36,10 @@ class Target:
         return LinkPlan("zmq", cluster_map.endpoints[shard])
 
     def admin_plan(self) -> LinkPlan:
+        """How to reach the coordinator: over its stream when it is local (a data
+        directory was given), else over ZeroMQ (its endpoint, or through the router)."""
+        if self.data_dir is not None:
+            return LinkPlan("stream", DataDir.at(self.data_dir).stream("coordinator"))
         return LinkPlan("zmq", self.admin_endpoint, ADMIN_TARGET if self.via_router else None)
 
     def fallback_map(self) -> ClusterMap:

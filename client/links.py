@@ -88,9 +88,11 @@ class StreamLink:
         self.limits = limits
         self.options = limits.unpack_options()
         self.timeout = timeout
+        self.receive_timeout = timeout  # what SO_RCVTIMEO is set to now
         self.sock: socket.socket | None = None
         self._buffer = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buffer)
+        self._kept = 0  # bytes of the next reply(s) read along with the last one
 
     def exchange(self, payload: bytes, seq: int, timeout: float) -> Reply:
         deadline = time.monotonic() + timeout
@@ -116,6 +118,8 @@ class StreamLink:
         sock = self.sock
         if sock is None:
             raise ConnectionLost(f"connection to {self.path} lost before the answer")
+        if timeout != self.receive_timeout:  # a call with a deadline of its own
+            self._set_timeouts(sock, timeout)
         while True:
             try:
                 reply = decode_reply(self._read_frame(sock), self.options)
@@ -146,15 +150,21 @@ class StreamLink:
             except OSError as exc:
                 sock.close()
                 raise ClusterUnavailable(f"cannot connect to {self.path}: {exc}") from None
-            interval = _TIMEVAL.pack(int(self.timeout), int(self.timeout % 1 * 1_000_000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+            self._set_timeouts(sock, self.timeout)
             self.sock = sock
             return sock
 
+    def _set_timeouts(self, sock: socket.socket, timeout: float) -> None:
+        interval = _TIMEVAL.pack(int(timeout), int(timeout % 1 * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+        self.receive_timeout = timeout
+
     def _read_frame(self, sock: socket.socket) -> bytes:
+        """The next reply frame. Replies to notices (sent without waiting) may come
+        right behind one: what is read past a frame is kept for the next call."""
         view = self._view
-        have = 0
+        have, self._kept = self._kept, 0
         while have < _HEADER.size:
             have += self._receive(sock, view[have:])
         (length,) = _HEADER.unpack_from(view)
@@ -164,9 +174,11 @@ class StreamLink:
         if end <= len(view):
             while have < end:
                 have += self._receive(sock, view[have:])
+            frame = bytes(view[_HEADER.size : end])
             if have > end:
-                raise OSError("the shard sent more than one frame for one request")
-            return bytes(view[_HEADER.size : end])
+                self._buffer[: have - end] = view[end:have]
+                self._kept = have - end
+            return frame
         body = bytearray(length)  # a large reply: read the rest straight into its own buffer
         part = have - _HEADER.size
         body[:part] = view[_HEADER.size : have]
@@ -202,3 +214,4 @@ class StreamLink:
             with contextlib.suppress(OSError):
                 self.sock.close()
             self.sock = None
+        self._kept = 0

@@ -35,6 +35,7 @@ from kvcluster.router.clustermap import ClusterMap
 __all__ = ["Client"]
 
 DEFAULT_TIMEOUT = 10.0
+NOTICE_TIMEOUT = 1.0  # seconds to deliver a notice to a peer that is restarting, at most
 
 
 class Client:
@@ -170,7 +171,7 @@ class Client:
             for call in calls:
                 link = self._link_for(call.target)
                 with contextlib.suppress(KVError):  # a notice is advice: nothing depends on it
-                    link.send(self.core.encode(call, next(self._seq)), time.monotonic() + self.timeout)
+                    link.send(self.core.encode(call, next(self._seq)), time.monotonic() + NOTICE_TIMEOUT)
 
     def drive(self, plan: Plan) -> BatchResult:
         """Run a batch plan (client/batches.py): each step's calls go out together."""

@@ -11,9 +11,11 @@ Mixed into `VersionedStore`: these methods use its journal, clock and cache.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from kvcluster.errors import InvalidRequest, StorageError
 from kvcluster.journal.format import (
@@ -21,9 +23,12 @@ from kvcluster.journal.format import (
     RECORD_HEAD,
     Change,
     encode_abort,
-    encode_batch,
     encode_commit,
     encode_prepare,
+    frame_batch,
+    frame_prepare,
+    pack_changes,
+    pack_prepare,
 )
 from kvcluster.journal.replay import Entries
 from kvcluster.journal.replay import Prepared as Recovered
@@ -86,13 +91,31 @@ class BatchWrites:
         self._check_writable()
         journaled = self._journaled(ns, changes)
         if journaled:
-            self._make_room(RECORD_HEAD.size + len(ns) + len(BATCH_KEY) + _packed_size(journaled))
+            value = pack_changes(journaled)
+            self._make_room(RECORD_HEAD.size + len(ns) + len(BATCH_KEY) + len(value))
             ts = self._clock.next()
-            self._writer.append(encode_batch(ns, ts, journaled))
+            self._writer.append(frame_batch(ns, ts, value))
         else:
             ts = self._clock.next()  # ephemeral only: nothing to journal
         self._apply(ns, changes, ts)
         if journaled and self._syncing:
+            self._written()
+        return ts
+
+    def set_many_raw(self, ns: bytes, pairs: list[tuple[bytes, bytes]], scope: Scope) -> int:
+        """`batch_raw` of values only, in one scope: the common batch, in fewer passes."""
+        if scope is not Scope.PERMANENT or self._ephemeral.get(ns):
+            return self.batch_raw(ns, [(key, value, scope) for key, value in pairs])
+        self._check_writable()
+        value = pack_changes(pairs)  # type: ignore[arg-type]  # (key, bytes) is a Change
+        self._make_room(RECORD_HEAD.size + len(ns) + len(BATCH_KEY) + len(value))
+        ts = self._clock.next()
+        self._writer.append(frame_batch(ns, ts, value))
+        entries = self._entries.get(ns)
+        if entries is None:
+            entries = self._entries[ns] = {}
+        entries.update([(key, (value, ts)) for key, value in pairs])
+        if self._syncing:
             self._written()
         return ts
 
@@ -102,9 +125,10 @@ class BatchWrites:
         if txn in self.prepared:
             raise InvalidRequest(f"transaction {txn.hex()} is already prepared here")
         journaled = self._journaled(ns, changes)
-        self._make_room(RECORD_HEAD.size + len(ns) + len(txn) + 16 + _packed_size(journaled))
+        value = pack_prepare(deadline, journaled)
+        self._make_room(RECORD_HEAD.size + len(ns) + len(txn) + len(value))
         ts = self._clock.next()
-        self._writer.append(encode_prepare(ns, txn, ts, deadline, journaled))
+        self._writer.append(frame_prepare(ns, txn, ts, value))
         self.prepared[txn] = Prepared(ns, txn, ts, deadline, changes, journaled)
         if self._syncing:
             self._written()
@@ -151,15 +175,22 @@ class BatchWrites:
         (an ephemeral value replacing a permanent one removes it from the journal)."""
         permanent = self._entries.get(ns, {})
         journaled: list[Change] = []
+        append, kept = journaled.append, Scope.PERMANENT
         for key, value, scope in changes:
-            if value is not None and scope is Scope.PERMANENT:
-                journaled.append((key, value))
+            if value is not None and scope is kept:
+                append((key, value))
             elif key in permanent:
-                journaled.append((key, None))
+                append((key, None))
         return journaled
 
     def _apply(self, ns: bytes, changes: list[ScopedChange], ts: int) -> None:
         permanent = self._entries.setdefault(ns, {})
+        if not self._ephemeral.get(ns) and set(map(_SCOPE_OF, changes)) == {Scope.PERMANENT}:
+            values = list(map(_VALUE_OF, changes))
+            if None not in values:  # permanent values only, no ephemeral key to drop: in bulk
+                stamped = zip(values, itertools.repeat(ts), strict=False)  # (repeat is endless)
+                permanent.update(zip(map(_KEY_OF, changes), stamped, strict=True))
+                return
         ephemeral = self._ephemeral.setdefault(ns, {})
         for key, value, scope in changes:
             if value is None:
@@ -175,6 +206,11 @@ class BatchWrites:
             del self._entries[ns]
         if not ephemeral:
             del self._ephemeral[ns]
+
+
+_KEY_OF: Final = operator.itemgetter(0)
+_VALUE_OF: Final = operator.itemgetter(1)
+_SCOPE_OF: Final = operator.itemgetter(2)
 
 
 def _packed_size(changes: list[Change]) -> int:

@@ -65,6 +65,10 @@ __all__ = [
     "encode_header",
     "encode_prepare",
     "encode_put",
+    "frame_batch",
+    "frame_prepare",
+    "pack_changes",
+    "pack_prepare",
     "record_size",
 ]
 
@@ -167,14 +171,35 @@ Change = tuple[bytes, bytes | None]
 _pack_changes = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
+def pack_changes(changes: list[Change]) -> bytes:
+    """The value of a BATCH record: `[[key, value or nil], ...]` (tuples pack as arrays)."""
+    packed: bytes = _pack_changes(changes)
+    return packed
+
+
+def frame_batch(ns: bytes, ts: int, value: bytes) -> bytes:
+    """Frame a BATCH record whose value `pack_changes` made."""
+    return _framed(TYPE_BATCH, ns, BATCH_KEY, ts, value)
+
+
 def encode_batch(ns: bytes, ts: int, changes: list[Change]) -> bytes:
     """Frame changes to many keys of `ns`, applied together at `ts`."""
-    return _framed(TYPE_BATCH, ns, BATCH_KEY, ts, _pack_changes([list(c) for c in changes]))
+    return _framed(TYPE_BATCH, ns, BATCH_KEY, ts, pack_changes(changes))
+
+
+def pack_prepare(deadline: int, changes: list[Change]) -> bytes:
+    """The value of a PREPARE record: `[deadline, [[key, value or nil], ...]]`."""
+    packed: bytes = _pack_changes([deadline, changes])
+    return packed
+
+
+def frame_prepare(ns: bytes, txn: bytes, ts: int, value: bytes) -> bytes:
+    return _framed(TYPE_PREPARE, ns, txn, ts, value)
 
 
 def encode_prepare(ns: bytes, txn: bytes, ts: int, deadline: int, changes: list[Change]) -> bytes:
     """Frame a prepared transaction: `changes`, held until its COMMIT or ABORT."""
-    return _framed(TYPE_PREPARE, ns, txn, ts, _pack_changes([deadline, [list(c) for c in changes]]))
+    return frame_prepare(ns, txn, ts, pack_prepare(deadline, changes))
 
 
 def encode_commit(ns: bytes, txn: bytes, ts: int) -> bytes:

@@ -75,7 +75,7 @@ class Op(enum.IntEnum):
     ROTATE = 39  # [] -> nil
     SHUTDOWN = 40  # [] -> nil
     TXN_DECIDE = 41  # [txn, "commit" | "abort", ts, deadline, [shard, ...]] -> ["commit", ts] | ["abort"]
-    TXN_FORGET = 42  # [txn, [shard, ...]] -> nil: these participants have applied the decision
+    TXN_FORGET = 42  # shard -> coordinator: [[txn, ...], shard] -> nil: it applied these commits
 
     # between the coordinator and its shards
     HELLO = 64  # shard -> coordinator: [shard, pid, {ns: [count, limit]}]

@@ -73,7 +73,7 @@ class DataDir:
         return f"ipc://{os.path.join(self.run, name + '.sock')}"
 
     def stream(self, name: str) -> str:
-        """The Unix socket path of a shard's local fast path."""
+        """The Unix socket path of a process's local fast path (a shard's, the coordinator's)."""
         return os.path.join(self.run, name + ".stream")
 
     def shard_name(self, shard: int) -> str:

@@ -8,7 +8,7 @@ import msgpack
 
 from kvcluster.errors import InvalidRequest, StorageError
 
-__all__ = ["pack_value", "unpack_value"]
+__all__ = ["pack_value", "pack_values", "unpack_value"]
 
 # One Packer, reused: building one per call costs more than packing a small value.
 # For the types values may hold, pack() runs entirely in C under the GIL (no Python
@@ -25,6 +25,14 @@ def pack_value(value: Any) -> bytes:
             f"value of type {type(value).__name__} cannot be stored: {exc} "
             "(values are None, bool, int, float, str, bytes, list or dict)"
         ) from None
+
+
+def pack_values(values: list[Any]) -> list[bytes]:
+    """`pack_value` of each of `values` (one C loop when all of them pack)."""
+    try:
+        return list(map(_PACKER.pack, values))
+    except (TypeError, ValueError, OverflowError):
+        return [pack_value(value) for value in values]  # raises for the first that does not
 
 
 def unpack_value(data: bytes) -> Any:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvcluster.errors import InvalidRequest
-from kvcluster.router.jump import shard_for
+from kvcluster.router.jump import shard_for, shards_for
 
 __all__ = ["ClusterMap"]
 
@@ -29,6 +29,9 @@ class ClusterMap:
 
     def shard_for(self, ns: bytes, key: bytes) -> int:
         return shard_for(ns, key, len(self.endpoints))
+
+    def shards_for(self, ns: bytes, keys: list[bytes]) -> list[int]:
+        return shards_for(ns, keys, len(self.endpoints))
 
     def to_wire(self) -> dict[str, Any]:
         return {

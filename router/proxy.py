@@ -41,7 +41,6 @@ _FORWARDED_ADMIN: Final = frozenset(
         Op.CLUSTER_STATS,
         Op.ROTATE,
         Op.TXN_DECIDE,
-        Op.TXN_FORGET,
     }
 )
 _FORWARDED_DATA: Final = frozenset(

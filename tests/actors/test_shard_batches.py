@@ -134,7 +134,7 @@ def test_prepare_locks_keys_until_commit_and_commit_applies_at_the_given_timesta
     vote = ask(state, Op.TXN_PREPARE, NS, b"t1", future_deadline(), "set", pairs(a=2, b=3), PERMANENT)
     assert vote["ok"] is True
     assert value_of(state, "a") == 1 and value_of(state, "b") is None  # prepared, not applied
-    assert state.locks == {(NS, b"a"): b"t1", (NS, b"b"): b"t1"}
+    assert state.locks == {NS: {b"a": b"t1", b"b": b"t1"}}
     conflict = ask(state, Op.ATOMIC, NS, "set", pairs(b=9), PERMANENT)
     assert conflict["ok"] is False and conflict["errors"][b"b"][0] == ClusterUnavailable.code
     other = ask(state, Op.TXN_PREPARE, NS, b"t2", future_deadline(), "delete", [b"a"], PERMANENT)
@@ -183,7 +183,7 @@ def test_a_prepared_transaction_survives_a_restart_locked_and_marked_recovered(t
     try:
         transaction = again.transactions[b"t1"]
         assert transaction.recovered and transaction.deadline == deadline
-        assert again.locks == {(NS, b"a"): b"t1"}
+        assert again.locks == {NS: {b"a": b"t1"}}
         assert value_of(again, "a") == 1
         again.commit(b"t1", again.store.next_timestamp())
         assert value_of(again, "a") is None

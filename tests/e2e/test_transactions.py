@@ -184,9 +184,16 @@ def test_a_decision_past_the_deadline_is_abort(client: Client, fresh_ns: Namespa
     assert fresh_ns.get_many(["a", "b"], BatchMode.BEST_EFFORT).processed == 0
 
 
-def test_only_shards_may_ask_for_a_transaction_status(client: Client) -> None:
+@pytest.mark.parametrize(("op", "args"), [(Op.TXN_STATUS, (b"t", 1)), (Op.TXN_FORGET, ([b"t"], 0))])
+def test_only_shards_may_report_or_ask_about_transactions(client: Client, op: Op, args: tuple[Any, ...]) -> None:
     with pytest.raises(InvalidRequest, match="shards only"):
-        client.run(Call(ADMIN, Op.TXN_STATUS, (b"t", 1), raw))
+        client.run(Call(ADMIN, op, args, raw))
+
+
+def test_the_decision_log_forgets_batches_every_shard_has_applied(client: Client, fresh_ns: Namespace) -> None:
+    for i in range(20):
+        fresh_ns.set_many(dict.fromkeys(KEYS, i), AON)
+    wait_until(lambda: client.stats()["coordinator"]["commits_unapplied"] == 0, "the decisions are dropped")
 
 
 def test_a_conflicting_batch_fails_with_a_retryable_error(client: Client, fresh_ns: Namespace) -> None:
