@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocess
 
 import kvcluster
-from kvcluster import Namespace, NamespaceFull, Scope
+from kvcluster import BatchFailed, BatchMode, Namespace, NamespaceFull, Scope
 
 
 def count_words(args: tuple[Namespace, str, str]) -> int:
@@ -31,6 +31,17 @@ def main() -> None:
             users.set("u:3", {"name": "Carol"})
         except NamespaceFull as exc:
             print("refused:", exc)
+
+        stock = client.create_namespace("stock")
+        stock.set_many({"apples": 3, "pears": 5, "plums": 0})  # atomic across shards, one timestamp
+        taken = stock.consume_many(["apples", "pears"])  # all of them or none
+        print("taken:", taken.data)
+        try:
+            stock.delete_many(["plums", "cherries"])  # cherries are missing: nothing is deleted
+        except BatchFailed as exc:
+            print("refused:", list(exc.errors), "- plums kept:", stock.exists("plums"))
+        best = stock.get_many(["plums", "cherries"], BatchMode.BEST_EFFORT)
+        print("best effort:", best.data, "missing:", list(best.errors or {}))
 
         counts = client.create_namespace("counts")
         texts = {"a": "the quick brown fox", "b": "the lazy dog", "c": "the end"}

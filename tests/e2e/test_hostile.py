@@ -41,6 +41,24 @@ HOSTILE: list[bytes] = [
     msgpack.packb([VERSION, 1, 1, int(Op.SCAN), b"default", None, 10**9, None]),
     msgpack.packb([VERSION, 1, 1, int(Op.STOP)]),  # a coordinator-only command
     msgpack.packb([VERSION, 1, 1, int(Op.NS_DROP), "default"]),
+    # batches and two-phase commit
+    msgpack.packb([VERSION, 1, 1, int(Op.MSET), b"default", "not a list", 1]),
+    msgpack.packb([VERSION, 1, 1, int(Op.MSET), b"default", [[b"k", b"\x01", b"extra"]], 1]),
+    msgpack.packb([VERSION, 1, 1, int(Op.MSET), b"default", [[b"k", b"\x01"], [b"k", b"\x02"]], 1]),  # twice
+    msgpack.packb([VERSION, 1, 1, int(Op.MSET), b"default", [[b"k", b"\x01"]], 7]),  # unknown scope
+    msgpack.packb([VERSION, 1, 1, int(Op.MGET), b"default", [b"k", "text"]]),
+    msgpack.packb([VERSION, 1, 1, int(Op.MGET), b"default", []]),
+    msgpack.packb([VERSION, 1, 1, int(Op.MDELETE), b"default", [b""]]),
+    msgpack.packb([VERSION, 1, 1, int(Op.MCONSUME), b"default", {b"k": 1}]),
+    msgpack.packb([VERSION, 1, 1, int(Op.ATOMIC), b"default", "drop", [b"k"], 1]),
+    msgpack.packb([VERSION, 1, 1, int(Op.ATOMIC), b"default", "set", [b"k"], 1]),
+    msgpack.packb([VERSION, 1, 1, int(Op.TXN_PREPARE), b"default", b"t" * 100, 2**62, "set", [[b"k", b"\x01"]], 1]),
+    msgpack.packb([VERSION, 1, 1, int(Op.TXN_PREPARE), b"default", b"t", "soon", "set", [[b"k", b"\x01"]], 1]),
+    msgpack.packb([VERSION, 1, 1, int(Op.TXN_PREPARE), b"default", b"t", 1, "set", [[b"k", b"\x01"]], 1]),  # past
+    msgpack.packb([VERSION, 1, 1, int(Op.TXN_COMMIT), "txn", 5]),
+    msgpack.packb([VERSION, 1, 1, int(Op.TXN_COMMIT), b"txn", "ts"]),
+    msgpack.packb([VERSION, 1, 1, int(Op.TXN_ABORT)]),
+    msgpack.packb([VERSION, 1, 1, int(Op.TXN_STATUS), b"txn", 1]),  # coordinator-side only
 ]
 
 
@@ -131,3 +149,18 @@ def test_a_stale_epoch_is_refused_not_served(dealer: zmq.Socket[Any], shard_targ
     reply = decode_reply(dealer.recv())
     assert reply.status == "cluster_unavailable"
     assert str(reply.result).startswith("stale_epoch")
+
+
+def test_a_batch_value_that_is_not_msgpack_is_refused_for_its_key(
+    dealer: zmq.Socket[Any], shard_target: tuple[str, str, int]
+) -> None:
+    epoch = shard_target[2]
+    dealer.send(encode_request(7, epoch, Op.MSET, b"default", [[b"bad", b"\xc1"], [b"two", b"\x01\x02"]], 1))
+    reply = decode_reply(dealer.recv())
+    assert reply.status == 0 and reply.result["ts"] is None  # nothing applied
+    assert {key: error[0] for key, error in reply.result["errors"].items()} == {
+        b"bad": "invalid_request",
+        b"two": "invalid_request",
+    }
+    dealer.send(encode_request(8, epoch, Op.MGET, b"default", [b"bad", b"two"]))
+    assert decode_reply(dealer.recv()).result[1] == [None, None]

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from kvcluster.journal import archive, rotation
-from kvcluster.journal.format import TYPE_DELETE, TYPE_PUT, decode_header, encode_delete, encode_header, encode_put
+from kvcluster.journal.format import (
+    TYPE_DELETE,
+    TYPE_PUT,
+    decode_header,
+    encode_batch,
+    encode_delete,
+    encode_header,
+    encode_put,
+)
 from kvcluster.journal.reader import RecordScan
 from kvcluster.scope import Scope
 from kvcluster.values import pack_value
@@ -20,6 +28,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "journal-format.md"
 BASE_TS = 1767222000000000
 PUT_TS = 1767225600000000
 DELETE_TS = 1767225601000000
+BATCH_TS = 1767225602000000
 NS = b"users"
 KEY = b"u:1"
 VALUE = pack_value({"name": "Alice"})
@@ -36,7 +45,8 @@ def expected() -> dict[str, bytes]:
     header = encode_header(BASE_TS)
     put = encode_put(NS, KEY, PUT_TS, PERMANENT, VALUE)
     delete = encode_delete(NS, KEY, DELETE_TS, PERMANENT)
-    return {"header": header, "put": put, "delete": delete, "journal": header + put + delete}
+    batch = encode_batch(NS, BATCH_TS, [(KEY, pack_value({"name": "Alicia"})), (b"u:2", None)])
+    return {"header": header, "put": put, "delete": delete, "journal": header + put + delete, "batch": batch}
 
 
 @pytest.fixture(scope="module")
