@@ -252,11 +252,10 @@ class Coordinator:
         slot = self.slots[shard]
 
         def synced(reply: Reply | None) -> None:
-            if reply is None or reply.status != 0 or not isinstance(reply.result, dict):
+            if reply is None or reply.status != 0:
                 log.warning("%s did not take the namespace list", slot.name)
                 return
-            for ns, (_count, limit) in reply.result.items():
-                self.quota.report(shard, ns, limit)
+            self.quota.report(shard, reply.result)
             slot.ready = True
             for name in self.registry.dropping():
                 self._drop_on(shard, name)
@@ -318,9 +317,8 @@ class Coordinator:
         elif op in (Op.HELLO, Op.QUOTA_ASK, Op.TXN_STATUS, Op.TXN_FORGET) and not _from_shard(envelope):
             raise InvalidRequest(f"{op.name} comes from shards only")
         elif op is Op.HELLO:
-            shard, _pid, report = int(args[0]), args[1], args[2]
-            for ns, (_count, limit) in report.items():
-                self.quota.report(shard, ns, limit)
+            shard, _pid, report = self._sender(envelope, args[0]), args[1], args[2]
+            self.quota.started(shard, report)
             self._reply(envelope, seq, None)
             self._shard_ready(shard)
         elif op is Op.TXN_FORGET:
@@ -329,8 +327,8 @@ class Coordinator:
         elif op is Op.TXN_STATUS:
             self._reply(envelope, seq, self.decisions.status(*_exactly(2, args)))
         elif op is Op.QUOTA_ASK:
-            shard, ns, wanted, held = int(args[0]), str(args[1]), int(args[2]), int(args[3])
-            self.broker.ask(shard, ns, wanted, held, functools.partial(self._reply, envelope, seq))
+            shard, ns, wanted, report = self._sender(envelope, args[0]), str(args[1]), int(args[2]), args[3]
+            self.broker.ask(shard, ns, wanted, report, functools.partial(self._reply, envelope, seq))
         elif op is Op.NS_LIST:
             self._reply(envelope, seq, self.registry.names())
         elif op is Op.NS_CREATE:
@@ -399,14 +397,19 @@ class Coordinator:
 
     # -- namespaces and quotas -------------------------------------------------------
 
+    def _sender(self, envelope: Envelope, claimed: Any) -> int:
+        """The shard a request names, which must be the shard that sent it."""
+        if type(claimed) is not int or not 0 <= claimed < len(self.slots):
+            raise InvalidRequest(f"no shard {claimed!r}")
+        if not isinstance(envelope, StreamConnection) and envelope[0] != self.data.shard_name(claimed).encode():
+            raise InvalidRequest(f"shard {claimed} speaks for itself only")
+        return claimed
+
     def _sync_all(self, then: Any) -> None:
         """Send every live shard the namespace list; `then()` when all answered."""
 
         def synced(answers: dict[int, Reply | None]) -> None:
-            for shard, reply in answers.items():
-                if reply is not None and reply.status == 0 and isinstance(reply.result, dict):
-                    for ns, (_count, limit) in reply.result.items():
-                        self.quota.report(shard, ns, limit)
+            self.broker.record(answers)
             then()
 
         self.links.fan_out(self._live(), Op.NS_SYNC, [self.registry.active()], synced)

@@ -27,6 +27,7 @@ from kvcluster.actors.streams import StreamConnection, StreamServer
 from kvcluster.codec import (
     Limits,
     Op,
+    Reply,
     Request,
     decode_reply,
     decode_request,
@@ -144,7 +145,8 @@ class ShardProcess:
         self.next_txn_check = 0.0
         self.applied: list[bytes] = []  # transactions committed here, not yet reported (TXN_FORGET)
         self.forget_due = 0.0
-        self.seq = 0
+        # Random start: an answer meant for the process this one replaces never matches.
+        self.seq = int.from_bytes(os.urandom(4), "big")
         self.hello_seq = 0
         self.recent: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self.poller = zmq.Poller()
@@ -362,14 +364,14 @@ class ShardProcess:
     def _send_hello(self) -> None:
         self.seq += 1
         self.hello_seq = self.seq
-        report = {ns.decode(): [self.store.count_raw(ns), self.state.quotas.limit(ns)] for ns in self.state.namespaces}
+        report = self.state.quotas.report(list(self.state.namespaces))
         self.coordinator.send(encode_request(self.seq, 0, Op.HELLO, self.config.shard, os.getpid(), report))
 
     def _ask_quota(self, ns: bytes, wanted: int) -> None:
         self.seq += 1
         self.asks[self.seq] = ns
-        limit = self.state.quotas.limit(ns)  # what it holds now: the coordinator's book follows
-        request = encode_request(self.seq, 0, Op.QUOTA_ASK, self.config.shard, ns.decode(), wanted, limit)
+        report = self.state.quotas.report([ns])  # what it holds now: the coordinator's book follows
+        request = encode_request(self.seq, 0, Op.QUOTA_ASK, self.config.shard, ns.decode(), wanted, report)
         self.coordinator.send(request)
 
     def _coordinator_replies(self) -> None:
@@ -394,8 +396,8 @@ class ShardProcess:
             ns = self.asks.pop(reply.seq, None)
             if ns is None:
                 continue  # the answer to a TXN_FORGET, or a late one
-            granted = reply.result if reply.status == 0 and type(reply.result) is int else 0
-            self.state.quotas.granted(ns, granted)
+            granted, number = _grant(reply)
+            self.state.quotas.granted(ns, granted, number)
             self._release_parked(ns)
 
     def _release_parked(self, ns: bytes) -> None:
@@ -486,6 +488,16 @@ class ShardProcess:
         error = ClusterUnavailable("a key is held by a transaction that was not decided in time; retry")
         for envelope, request in self.waits.expired(time.monotonic()):
             self._send(envelope, encode_error(request.seq, error))
+
+
+def _grant(reply: Reply) -> tuple[int, int]:
+    """The coordinator's answer to a quota ask: (keys granted, grant number)."""
+    result = reply.result
+    if reply.status == 0 and isinstance(result, list) and len(result) == 2:
+        amount, number = result
+        if type(amount) is int and type(number) is int and amount >= 0 and number >= 0:
+            return amount, number
+    return 0, 0
 
 
 def _origin(envelope: Envelope) -> bytes:

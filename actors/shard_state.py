@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kvcluster.actors.quota import Admission, QuotaLedger
+from kvcluster.actors.quota import Admission, QuotaLedger, QuotaReport
 from kvcluster.actors.shard_batches import PARKED, BatchHandlers, Transaction
 from kvcluster.codec import Op, Request, encode_error, encode_reply
 from kvcluster.errors import (
@@ -280,14 +280,14 @@ class ShardState(BatchHandlers):
 
     # -- namespace administration (from the coordinator) ---------------------------
 
-    def sync_namespaces(self, namespaces: dict[str, Any]) -> dict[str, list[int]]:
-        """Adopt the coordinator's namespace list; returns {ns: [count, quota limit]}."""
+    def sync_namespaces(self, namespaces: dict[str, Any]) -> QuotaReport:
+        """Adopt the coordinator's namespace list; returns the report of their key quotas."""
         configs: dict[bytes, NamespaceLimits] = {}
         for name, (max_keys, max_value_bytes) in namespaces.items():
             configs[name.encode()] = NamespaceLimits(int(max_keys), int(max_value_bytes))
         self.namespaces = configs
         self.quotas.forget_except(set(configs))
-        return {ns.decode(): [self.store.count_raw(ns), self.quotas.limit(ns)] for ns in configs}
+        return self.quotas.report(list(configs))
 
     def drop_namespace(self, ns: bytes) -> int:
         self.namespaces.pop(ns, None)
