@@ -17,17 +17,20 @@ from typing import Any, Final
 
 import zmq
 
+from kvcluster.actors.autosave import Autosaver
 from kvcluster.actors.decisions import DecisionLog
 from kvcluster.actors.links import ShardLinks
 from kvcluster.actors.namespaces import NamespaceRegistry
 from kvcluster.actors.quota import QuotaBook, QuotaBroker
+from kvcluster.actors.resize import Resizer
 from kvcluster.actors.shard import SPIN, ShardConfig, run_shard
+from kvcluster.actors.snapshots import SnapshotJob, Snapshotter
 from kvcluster.actors.stats import ProcessStats, status_object
 from kvcluster.actors.streams import StreamConnection, StreamServer
 from kvcluster.actors.supervision import ActorSlot
 from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
 from kvcluster.config import Durability
-from kvcluster.datadir import DataDir
+from kvcluster.datadir import DataDir, adopt_retention
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
 from kvcluster.process import StopSignal, log_to_file
 from kvcluster.router.clustermap import ClusterMap
@@ -52,6 +55,7 @@ class CoordinatorConfig:
     max_message: int
     max_namespaces: int
     listen: str | None = None  # serve remote clients through a router process at this address
+    retention: dict[str, Any] | None = None  # archive limits named at start (the others: as recorded)
 
 
 class Coordinator:
@@ -87,6 +91,7 @@ class Coordinator:
                     config.buffer_size,
                     config.max_message,
                     SPIN,
+                    retention=self.manifest["retention"],
                 ),
                 self.data.run,
             )
@@ -106,9 +111,15 @@ class Coordinator:
             )
             self.router = ActorSlot("router", run_router, router_config, self.data.run)
         self.wakeup = StopSignal(self._request_shutdown)
-        self.broker = QuotaBroker(self.quota, self.links, self._live)
+        self.broker = QuotaBroker(self.quota, self.links, self._live, self._before_release)
         self.decisions = DecisionLog(
             os.path.join(self.data.coordinator_dir, "decisions"), Durability.parse(self.manifest["durability"])
+        )
+        self.snapshots = Snapshotter(
+            self.links, lambda: len(self.slots), self._live, self.decisions, self.registry.active, self.data.run
+        )
+        self.autosave = Autosaver(
+            self.data.root, self.manifest, self.data.write_manifest, self.snapshots, lambda: self.ready
         )
         self.next_upkeep = 0.0
         self.stopping = False
@@ -116,6 +127,8 @@ class Coordinator:
         self.poller = zmq.Poller()
         self.polled_pidfds: set[int] = set()
         self.streams: StreamServer | None = None  # local clients' fast path, opened by run()
+        self.resizer = Resizer(self)  # (finishes a resize a previous coordinator left)
+        self.snapshots.blocked = lambda: None if self.resizer.job is None else "the cluster is being resized"
 
     def _request_shutdown(self) -> None:
         self.shutdown_requested = True
@@ -133,6 +146,8 @@ class Coordinator:
                 "streams": [self.data.stream(self.data.shard_name(i)) for i in range(shards)],
                 "created": time.time_ns() // 1000,
             }
+            self.data.write_manifest(manifest)
+        if adopt_retention(manifest, self.config.retention):
             self.data.write_manifest(manifest)
         return manifest
 
@@ -152,6 +167,7 @@ class Coordinator:
             if self.shutdown_requested:
                 self._stop_shards()
                 self.stopping = True
+        self.snapshots.close()
         self.decisions.close()
         if self.streams is not None:
             self.streams.shutdown()
@@ -196,10 +212,13 @@ class Coordinator:
                         self._serve_one(connection, payload)
         self.links.expire()
         self.decisions.tick()
+        self.snapshots.tick()
         now = time.monotonic()
+        self.autosave.tick(now)
         if now >= self.next_upkeep:
             self.next_upkeep = now + TXN_UPKEEP_INTERVAL
             self._push_decisions()
+        self.resizer.tick()  # (before restarts: a shard that died mid-resize may be rolled back)
         for actor in self._actors():
             if actor.restart_at is not None and actor.restart_at <= now and not self.shutdown_requested:
                 actor.start()
@@ -212,7 +231,14 @@ class Coordinator:
             return 0
         restarts = [actor.restart_at for actor in self._actors()]
         flush = self.decisions.flush_due_in()
-        due = [self.next_upkeep, None if flush is None else time.monotonic() + flush]
+        now = time.monotonic()
+        assembling = self.snapshots.due_in()
+        due = [
+            self.next_upkeep,
+            None if flush is None else now + flush,
+            None if assembling is None else now + assembling,
+            self.autosave.next_due(),
+        ]
         times = [t for t in (self.links.next_deadline(), *restarts, *due) if t is not None]
         if not times:
             return 1000
@@ -341,7 +367,10 @@ class Coordinator:
                 self._sync_all(lambda: self.broker.reset(args[0], lambda: self._reply(envelope, seq, None)))
             else:
                 self._sync_all(lambda: self._reply(envelope, seq, None))
+        elif op is Op.RESIZE:
+            self.resizer.start(envelope, seq, args)
         elif op is Op.NS_DELETE:
+            self.resizer.check_idle("delete a namespace")
             self.registry.start_drop(args[0])
             self.quota.forget(args[0])
             self._sync_all(lambda: self._drop_everywhere(args[0], lambda: self._reply(envelope, seq, None)))
@@ -353,6 +382,29 @@ class Coordinator:
             self.links.fan_out(
                 range(len(self.slots)), Op.ROTATE, [], lambda answers: self._reply(envelope, seq, None), 60.0
             )
+        elif op is Op.SNAPSHOT:
+            path, namespace = _exactly(2, args)
+            if (
+                type(path) is not str
+                or not os.path.isabs(path)
+                or (namespace is not None and type(namespace) is not str)
+            ):
+                raise InvalidRequest("SNAPSHOT takes [absolute path, namespace | nil]")
+            self.autosave.check_target(path)
+            done = functools.partial(self._snapshot_taken, envelope, seq)
+            self.snapshots.request(SnapshotJob(lambda _cut: path, namespace, done))
+        elif op is Op.LOADING:
+            path, lease = _exactly(2, args)
+            self.autosave.loading(path, lease)
+            self._reply(envelope, seq, None)
+        elif op is Op.AUTOSAVE_SET:
+            namespace, interval, pattern, keep = _exactly(4, args)
+            if namespace is not None:
+                self.registry.get(namespace)
+            self.autosave.configure(namespace, interval, pattern, keep)
+            self._reply(envelope, seq, None)
+        elif op is Op.AUTOSAVE_LIST:
+            self._reply(envelope, seq, self.autosave.listing())
         elif op is Op.SHUTDOWN:
             self._reply(envelope, seq, None)
             self.shutdown_requested = True
@@ -384,8 +436,13 @@ class Coordinator:
     def _push_decisions(self) -> None:
         """Send commit decisions to the participants that have not confirmed them (their
         client vanished before telling them, or they were down), and purge old aborts."""
-        for txn, decision in self.decisions.unapplied():
-            for shard in sorted(decision.left):
+        self._push_commits(self.decisions.unapplied(), range(len(self.slots)))
+        self.decisions.purge()
+
+    def _push_commits(self, decided: list[tuple[bytes, Any]], shards: Any) -> None:
+        wanted = set(shards)
+        for txn, decision in decided:
+            for shard in sorted(decision.left & wanted):
                 if 0 <= shard < len(self.slots) and self.slots[shard].ready:
 
                     def confirmed(reply: Reply | None, txn: bytes = txn, shard: int = shard) -> None:
@@ -393,7 +450,13 @@ class Coordinator:
                             self.decisions.applied([txn], shard)
 
                     self.links.call(shard, Op.TXN_COMMIT, [txn, decision.ts], confirmed, TXN_UPKEEP_INTERVAL)
-        self.decisions.purge()
+
+    def _before_release(self, shards: list[int]) -> None:
+        """Before shards give back spare quota: every commit decided for them goes first,
+        on the same socket, so a delete already acknowledged frees its slot in the count
+        they report (else an insert right after it could be told the namespace is full)."""
+        committed = [(t, d) for t, d in self.decisions.decisions.items() if d.outcome == "commit" and d.left]
+        self._push_commits(committed, shards)
 
     # -- namespaces and quotas -------------------------------------------------------
 
@@ -413,6 +476,12 @@ class Coordinator:
             then()
 
         self.links.fan_out(self._live(), Op.NS_SYNC, [self.registry.active()], synced)
+
+    def _snapshot_taken(self, envelope: Envelope, seq: int, summary: Any, error: KVError | None) -> None:
+        if error is not None:
+            self._reply_error(envelope, seq, error)
+        else:
+            self._reply(envelope, seq, summary)
 
     def _live(self) -> list[int]:
         return [slot.config.shard for slot in self.slots if slot.pid is not None]
@@ -465,7 +534,9 @@ class Coordinator:
                 address=self.map.coordinator,
                 epoch=self.map.epoch,
                 durability=self.manifest["durability"],
+                retention=self.manifest["retention"],
                 ready=self.ready,
+                resize=self.resizer.describe(),
             )
             status["coordinator"]["commits_unapplied"] = self.decisions.commits_kept()
             self._reply(envelope, seq, status)

@@ -88,6 +88,7 @@ class DecisionLog:
     def __init__(self, directory: str, durability: Durability) -> None:
         self.store = VersionedStore.open(directory, durability=durability, buffer_size=1 << 20)
         self.decisions: dict[bytes, Decision] = {}
+        self.floor = 0  # the latest snapshot cut: commits decided from now on are newer
         for key in self.store.keys_raw(_NS):
             found = self.store.get_raw(_NS, key)
             try:
@@ -120,6 +121,7 @@ class DecisionLog:
         if outcome == ABORT or _now() >= deadline:
             return self._record(txn, Decision(ABORT, 0, deadline))
         failpoint("coordinator.txn_decide")
+        ts = max(ts, self.floor + 1)  # a snapshot cut at `floor` was taken without it: later
         answer = self._record(txn, Decision(COMMIT, ts, deadline, {_int(p, "a shard") for p in participants}))
         failpoint("coordinator.txn_decided")
         return answer
@@ -153,6 +155,13 @@ class DecisionLog:
     def commits_kept(self) -> int:
         """Commit decisions some participant has not confirmed yet."""
         return sum(1 for decision in self.decisions.values() if decision.outcome == COMMIT)
+
+    def commits_at_or_before(self, cut: int) -> list[tuple[bytes, int, set[int]]]:
+        """Commit decisions at or before `cut` some participant has not confirmed:
+        (txn, ts, those participants) — what a snapshot at `cut` must see applied."""
+        return [
+            (t, d.ts, set(d.left)) for t, d in self.decisions.items() if d.outcome == COMMIT and d.left and d.ts <= cut
+        ]
 
     def unapplied(self) -> list[tuple[bytes, Decision]]:
         """Commit decisions past their deadline that some participant has not confirmed."""

@@ -32,16 +32,30 @@ class ShardLinks:
     def __init__(self, context: zmq.Context[Any], endpoints: list[str], limits: Limits) -> None:
         self.unpack_options = limits.unpack_options()
         self.sockets: list[zmq.Socket[Any]] = []
+        self.context = context
+        self.max_message = limits.max_message
         for endpoint in endpoints:
-            socket = context.socket(zmq.DEALER)
-            socket.setsockopt(zmq.ROUTING_ID, COORDINATOR_ID)
-            socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message)
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.connect(endpoint)
-            self.sockets.append(socket)
+            self.add(endpoint)
         self._seq = 0
         self._waiting: dict[int, Callback] = {}
         self._deadlines: list[tuple[float, int]] = []
+
+    def add(self, endpoint: str) -> zmq.Socket[Any]:
+        """A link to one more shard (the next number): a resize starting new shards."""
+        socket: zmq.Socket[Any] = self.context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.ROUTING_ID, COORDINATOR_ID)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(endpoint)
+        self.sockets.append(socket)
+        return socket
+
+    def truncate(self, count: int) -> list[zmq.Socket[Any]]:
+        """Close the links to shards `count` and up (a resize rolled back); returns them."""
+        dropped, self.sockets = self.sockets[count:], self.sockets[:count]
+        for socket in dropped:
+            socket.close(0)
+        return dropped
 
     def call(self, shard: int, op: Op, args: Iterable[Any], callback: Callback, timeout: float = 5.0) -> None:
         self._seq += 1

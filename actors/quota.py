@@ -265,7 +265,14 @@ class QuotaBook:
 class QuotaBroker:
     """The coordinator's quota conversations with its shards, over its shard links."""
 
-    def __init__(self, book: QuotaBook, links: ShardLinks, live: Callable[[], list[int]]) -> None:
+    def __init__(
+        self,
+        book: QuotaBook,
+        links: ShardLinks,
+        live: Callable[[], list[int]],
+        before_release: Callable[[list[int]], None] = lambda shards: None,
+    ) -> None:
+        self.before_release = before_release  # sends shards what they must apply first
         self.book = book
         self.links = links
         self.live = live  # the shards with a process now
@@ -294,6 +301,7 @@ class QuotaBroker:
 
         live = set(self.live())
         others = [other for other in self.book.holders_with_spare(ns, shard) if other in live]
+        self.before_release(others)
         self.links.fan_out(others, Op.QUOTA_RELEASE, [ns, False], released, 1.0)
 
     def reset(self, ns: str, then: Callable[[], None]) -> None:

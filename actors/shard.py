@@ -22,6 +22,14 @@ import zmq
 
 from kvcluster.actors.lock_waits import LockWaits
 from kvcluster.actors.shard_batches import REPLY_SLACK
+from kvcluster.actors.shard_moves import MOVER_PREFIX, Mover, install, purge_foreign
+from kvcluster.actors.shard_snapshots import (
+    PartWriterChild,
+    SnapshotFence,
+    fork_part_writer,
+    parse_cut,
+    read_part_result,
+)
 from kvcluster.actors.shard_state import PARKED, ShardState
 from kvcluster.actors.streams import StreamConnection, StreamServer
 from kvcluster.codec import (
@@ -36,7 +44,7 @@ from kvcluster.codec import (
     encode_request,
     request_seq,
 )
-from kvcluster.config import Durability
+from kvcluster.config import Durability, Retention
 from kvcluster.datadir import DataDir
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, StorageError
 from kvcluster.journal import VersionedStore
@@ -64,7 +72,9 @@ NS_OPS: Final = frozenset(
 )
 LOCKED_OPS: Final = (NS_OPS - {Op.TXN_PREPARE}) | {Op.SCAN}  # these wait for a prepared key's outcome
 RESOLVING_OPS: Final = frozenset({Op.TXN_COMMIT, Op.TXN_ABORT})
-COORDINATOR_OPS: Final = frozenset({Op.NS_SYNC, Op.QUOTA_RELEASE, Op.NS_DROP, Op.ROTATE, Op.STOP})
+MOVE_OPS: Final = frozenset({Op.MOVE_START, Op.MOVE_SWITCH, Op.MOVE_ABORT, Op.MOVE_INSTALL})  # a resize
+SNAPSHOT_OPS: Final = frozenset({Op.SNAP_FENCE, Op.SNAP_CUT, Op.SNAP_ABORT})
+COORDINATOR_OPS: Final = frozenset({Op.NS_SYNC, Op.QUOTA_RELEASE, Op.NS_DROP, Op.ROTATE, Op.STOP}) | SNAPSHOT_OPS
 QUOTA_ANSWER_TIMEOUT: Final = 2.0  # seconds a parked write waits for the coordinator
 TXN_CHECK_INTERVAL: Final = 0.25  # seconds between looks for transactions left in doubt
 STATUS_RETRY: Final = 1.0  # seconds before asking the coordinator about one transaction again
@@ -92,6 +102,7 @@ class ShardConfig:
     buffer_size: int
     max_message: int
     spin: float = 0.0  # seconds to keep polling after a reply before sleeping (see SPIN)
+    retention: dict[str, Any] | None = None  # which archives to keep (Retention.to_dict); None: defaults
 
 
 Envelope = list[bytes] | StreamConnection  # where a reply goes: ZeroMQ routing frames, or a stream
@@ -131,6 +142,7 @@ class ShardProcess:
             DataDir.at(config.data_dir).shard_dir(config.shard),
             durability=Durability.parse(config.durability),
             buffer_size=config.buffer_size,
+            retention=Retention.from_dict(config.retention),
         )
         self.state = ShardState(config.shard, self.store, config.epoch, self._ask_quota)
         self.state.reply_budget = config.max_message - REPLY_SLACK
@@ -150,15 +162,19 @@ class ShardProcess:
         self.hello_seq = 0
         self.recent: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self.poller = zmq.Poller()
+        self.fence = SnapshotFence()
         self.streams = StreamServer(config.stream, config.max_message, self.poller)
         self.wakeup = StopSignal(self._stop)
+        self.moves = Mover(config.shard, self.store, self.context, self.poller, self._send, lambda: self.state.locks)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> None:
         self.router.bind(self.config.endpoint)
         self.coordinator.connect(self.config.coordinator)
-        namespaces = DataDir.at(self.config.data_dir).read_manifest()["namespaces"]
+        manifest = DataDir.at(self.config.data_dir).read_manifest()
+        namespaces = manifest["namespaces"]
+        self._adopt_manifest_shards(manifest)
         self.state.sync_namespaces({n: [c["max_keys"], c["max_value_bytes"]] for n, c in namespaces.items()})
         self._send_hello()
         poller = self.poller
@@ -189,11 +205,20 @@ class ShardProcess:
                         incoming.extend((connection, payload) for payload in self.streams.read(connection))
                 elif item == self.wakeup.fileno():
                     self.wakeup.drain()  # SIGTERM arrived; its handler set `stopping`
+                elif self.moves.owns(item):
+                    self._move_progress(self.moves.receive(item))
+                elif item in self.fence.writers:
+                    self._part_written(self.fence.writers.pop(item))
             if incoming:
                 self._serve(incoming)
                 self.spin_until = time.monotonic() + self.config.spin
+            if self.moves.active:
+                self._move_progress(self.moves.tick())
             if self.parked:
                 self._expire_parked()
+            if self.fence.expired(time.monotonic()):
+                log.warning("snapshot %s: no cut came; writes go on", self.fence.fenced)
+                self._lift_fence()
             if self.state.transactions:
                 self._check_transactions()
             if self.waits.queues:
@@ -226,6 +251,10 @@ class ShardProcess:
         waits = [due] if due is not None else []
         if self.parked:
             waits.append(0.05)
+        if self.moves.active:
+            waits.append(0.005 if self.moves.busy() else 0.25)
+        if self.fence.fenced is not None:
+            waits.append(max(0.0, self.fence.until - time.monotonic()))
         if self.state.transactions or self.waits.queues:
             waits.append(TXN_CHECK_INTERVAL)
         if self.applied:
@@ -291,12 +320,20 @@ class ShardProcess:
         """Run one request; its reply joins `replies`, unless it has to wait (for quota,
         or for a prepared transaction's outcome): then it is answered when it runs again."""
         op = request.op
+        if op in MOVE_OPS:
+            self._move_command(envelope, request, replies)
+            return
         if op in COORDINATOR_OPS:
             if isinstance(envelope, StreamConnection) or envelope[0] != COORDINATOR_ID:
                 error = InvalidRequest(f"{op.name} is for the coordinator only")
                 replies.append(_Outgoing(envelope, request, encode_error(request.seq, error)))
+            elif op in SNAPSHOT_OPS:
+                self._snapshot_command(envelope, request, replies)
             else:
                 replies.append(_Outgoing(envelope, request, self._command(request)))
+            return
+        if self.fence.fenced is not None and op in WRITE_OPS:
+            self.fence.held.append((envelope, request))  # a snapshot's cut is being taken
             return
         ns = request.args[0] if request.args and op in NS_OPS else None
         if isinstance(ns, bytes) and ns in self.parked:
@@ -311,6 +348,8 @@ class ShardProcess:
             if txn is not None:
                 self.waits.wait(txn, envelope, request)
                 return
+        if self.moves.active and self.moves.holds(envelope, request):
+            return  # its keys are being handed to a new shard (a resize)
         txn = request.args[0] if op in RESOLVING_OPS and request.args else None
         held = txn in self.state.transactions if type(txn) is bytes else False
         reply = self.state.handle(request)
@@ -340,6 +379,121 @@ class ShardProcess:
             self.router.send_multipart([*envelope, reply], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the peer went away (EHOSTUNREACH) or cannot take more
             log.debug("reply to %r dropped: %s", envelope, exc)
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def _snapshot_command(self, envelope: Envelope, request: Request, replies: list[_Outgoing]) -> None:
+        """SNAP_FENCE, SNAP_CUT or SNAP_ABORT (see actors/shard_snapshots.py)."""
+        try:
+            if request.op is Op.SNAP_FENCE:
+                if len(request.args) != 1 or type(request.args[0]) is not int:
+                    raise InvalidRequest("SNAP_FENCE takes [id]")
+                self.fence.fence(request.args[0])
+                replies.append(_Outgoing(envelope, request, encode_reply(request.seq, self.store.last_timestamp)))
+            elif request.op is Op.SNAP_ABORT:
+                if self.fence.fenced is not None and request.args == [self.fence.fenced]:
+                    self._release_fenced(replies)
+                replies.append(_Outgoing(envelope, request, encode_reply(request.seq, None)))
+            else:
+                self._snapshot_cut(envelope, request, replies)
+        except (KVError, OSError) as exc:
+            error = exc if isinstance(exc, KVError) else StorageError(f"snapshot: {exc}")
+            replies.append(_Outgoing(envelope, request, encode_error(request.seq, error)))
+
+    def _snapshot_cut(self, envelope: Envelope, request: Request, replies: list[_Outgoing]) -> None:
+        snapshot, cut, commits, path, ns = parse_cut(request.args)
+        if self.fence.fenced != snapshot:
+            raise InvalidRequest(f"snapshot {snapshot} has no fence here (it expired?)")
+        for txn, ts in commits:  # decided at or before the cut: they belong in it
+            if txn in self.state.transactions:
+                self.state.commit(txn, ts)
+                self._forget(txn)
+                self._resume(txn, replies)
+        self.store.observe(cut)  # every write from now on is newer than the cut
+        try:
+            pid, fd = fork_part_writer(self.store, path, ns)
+        finally:
+            self._release_fenced(replies)
+        self.fence.writers[fd] = PartWriterChild(pid, fd, envelope, request.seq)
+        self.poller.register(fd, zmq.POLLIN)
+
+    def _release_fenced(self, replies: list[_Outgoing]) -> None:
+        for envelope, request in self.fence.lift():
+            self._apply(envelope, request, replies)
+
+    def _lift_fence(self) -> None:
+        replies: list[_Outgoing] = []
+        self._in_group(lambda: self._release_fenced(replies), replies)
+
+    def _part_written(self, child: PartWriterChild) -> None:
+        self.poller.unregister(child.fd)
+        result = read_part_result(child)
+        if result.error is None:
+            reply = encode_reply(child.seq, [result.rows, result.size])
+        else:
+            log.error("snapshot part failed: %s", result.error)
+            reply = encode_error(child.seq, StorageError(f"shard {self.config.shard}: {result.error}"))
+        self._send(child.envelope, reply)
+
+    # -- resizing (actors/shard_moves.py) ----------------------------------------------
+
+    def _move_command(self, envelope: Envelope, request: Request, replies: list[_Outgoing]) -> None:
+        """MOVE_START / MOVE_SWITCH / MOVE_ABORT from the coordinator; MOVE_INSTALL from an
+        old shard sending keys here."""
+        sender = b"" if isinstance(envelope, StreamConnection) else envelope[0]
+        wanted = MOVER_PREFIX if request.op is Op.MOVE_INSTALL else COORDINATOR_ID
+        if not sender.startswith(wanted):
+            refusal = InvalidRequest(f"{request.op.name} comes from {wanted.decode()} only")
+            replies.append(_Outgoing(envelope, request, encode_error(request.seq, refusal)))
+            return
+        try:
+            if request.op is Op.MOVE_INSTALL:
+                result: Any = install(self.store, request.args[0] if len(request.args) == 1 else None)
+            elif request.op is Op.MOVE_START:
+                if self.moves.start(envelope, request) is None:
+                    return  # answered once every moving key is on its new shard
+                result = None
+            elif request.op is Op.MOVE_SWITCH:
+                epoch, shards = request.args
+                if type(epoch) is not int or type(shards) is not int or shards < 1:
+                    raise InvalidRequest("MOVE_SWITCH takes [epoch, shards]")
+                self.state.epoch = max(self.state.epoch, epoch)
+                result, held = self.moves.switch(epoch, shards)
+                self._rerun(held, replies)
+            else:
+                self._rerun(self.moves.abort(), replies)
+                result = None
+        except (KVError, ValueError, TypeError) as exc:
+            error = exc if isinstance(exc, KVError) else InvalidRequest(f"bad {request.op.name}: {exc}")
+            replies.append(_Outgoing(envelope, request, encode_error(request.seq, error)))
+            return
+        replies.append(_Outgoing(envelope, request, encode_reply(request.seq, result)))
+
+    def _rerun(self, held: list[tuple[Envelope, Request, float]], replies: list[_Outgoing]) -> None:
+        """Requests a freeze held run again: on the new epoch after a switch (those routed
+        with the old map get "stale epoch"), as before after a rollback."""
+        for envelope, request, _since in held:
+            self._apply(envelope, request, replies)
+
+    def _move_progress(self, outcome: str | None) -> None:
+        """After the mover did some work: give up on a failed move; answer held requests
+        that waited too long."""
+        if outcome == "failed":
+            log.error("shard %d: the move failed; rolling it back here", self.config.shard)
+            replies: list[_Outgoing] = []
+            self._in_group(lambda: self._rerun(self.moves.abort(), replies), replies)
+            return
+        error = ClusterUnavailable("keys are moving to a new shard (a resize) for too long; retry")
+        for envelope, request, _since in self.moves.expired():
+            self._send(envelope, encode_error(request.seq, error))
+
+    def _adopt_manifest_shards(self, manifest: dict[str, Any]) -> None:
+        """Take the manifest's epoch if newer, and drop the keys a switch gave away while
+        this shard was down (a resize it did not see finish)."""
+        self.state.epoch = max(self.state.epoch, int(manifest["epoch"]))
+        removed = purge_foreign(self.store, self.config.shard, int(manifest["shards"]))
+        if removed:
+            log.warning("shard %d: removed %d keys that moved to new shards", self.config.shard, removed)
 
     # -- the coordinator ---------------------------------------------------------------
 

@@ -12,24 +12,27 @@ import asyncio
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Generator, Iterable
+from typing import Any, TypeVar
 
 import zmq.asyncio
 
 from kvcluster.batch import BatchMode, BatchResult
-from kvcluster.client import batches
+from kvcluster.client import batches, snapshots
 from kvcluster.client.aio_links import AsyncStreamLink, AsyncZmqLink
-from kvcluster.client.batches import Notice, Plan
+from kvcluster.client.batches import Notice, Step
 from kvcluster.client.connection import LinkPlan, Target, map_from_answer, resolve
-from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
+from kvcluster.client.core import ADMIN, READ_OPS, RESIZE_TIMEOUT, Call, ClientCore, ScanRoute, StaleEpoch
 from kvcluster.client.forks import fork_generation
 from kvcluster.client.links import ConnectionLost
+from kvcluster.client.snapshots import SAVE_TIMEOUT
 from kvcluster.client.sync import DEFAULT_TIMEOUT
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout
 from kvcluster.router.clustermap import ClusterMap
 from kvcluster.scope import Scope
+
+R = TypeVar("R")
 
 __all__ = ["AsyncClient", "AsyncNamespace"]
 
@@ -96,13 +99,14 @@ class AsyncClient:
         if self._generation != fork_generation():
             await self._open()  # first use, or a forked child: links of its own
         try:
-            return await self._exchange(self._link_for(call.target), call, self.timeout)
+            return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
         except StaleEpoch:
             await self._refresh()
+            self.core.reroute(call)
         except ConnectionLost:
             if call.op not in READ_OPS:
                 raise
-        return await self._exchange(self._link_for(call.target), call, self.timeout)
+        return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
 
     async def _outcome(self, call: Call) -> Any:
         """One call of a batch step: its result, or the KVError it raised. A stale map is
@@ -122,7 +126,7 @@ class AsyncClient:
         except KVError as exc:
             return exc
 
-    async def drive(self, plan: Plan) -> BatchResult:
+    async def drive(self, plan: Generator[Step, list[Any], R]) -> R:
         """Run a batch plan (client/batches.py): each step's calls are gathered."""
         if self._closed:
             raise ClusterUnavailable("the client is closed")
@@ -140,7 +144,7 @@ class AsyncClient:
                 else:
                     step = plan.send(list(await asyncio.gather(*(self._outcome(call) for call in step))))
         except StopIteration as done:
-            result: BatchResult = done.value
+            result: R = done.value
             return result
 
     async def _refresh(self) -> None:
@@ -174,8 +178,32 @@ class AsyncClient:
     async def stats(self) -> dict[str, Any]:
         return dict(await self.run(self.core.admin(Op.CLUSTER_STATS)))
 
+    async def save_snapshot(self, path: str | os.PathLike[str], *, timeout: float | None = None) -> dict[str, Any]:
+        """See Client.save_snapshot."""
+        call = snapshots.save_call(self.core, path, None, timeout or max(self.timeout, SAVE_TIMEOUT))
+        return dict(await self.run(call))
+
+    async def load_snapshot(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """See Client.load_snapshot (the file is verified and read in this thread)."""
+        return await self.drive(snapshots.load_snapshot(self.core, path, self.timeout))
+
+    async def set_autosave(self, interval: float, pattern: str, *, namespace: str | None = None, keep: int = 0) -> None:
+        await self.run(self.core.admin(Op.AUTOSAVE_SET, namespace, interval, pattern, keep))
+
+    async def remove_autosave(self, namespace: str | None = None) -> None:
+        await self.run(self.core.admin(Op.AUTOSAVE_SET, namespace, 0, "-", 0))
+
+    async def autosave_tasks(self) -> list[dict[str, Any]]:
+        return list(await self.run(self.core.admin(Op.AUTOSAVE_LIST)))
+
     async def rotate_journals(self) -> None:
         await self.run(self.core.admin(Op.ROTATE))
+
+    async def resize(self, shards: int, *, timeout: float | None = None) -> dict[str, Any]:
+        """Grow the cluster to `shards` shards, online (see `Client.resize`)."""
+        result = dict(await self.run(self.core.resize(shards, timeout or max(self.timeout, RESIZE_TIMEOUT))))
+        await self._refresh()
+        return result
 
     async def close(self) -> None:
         if self._closed:
@@ -252,7 +280,11 @@ class AsyncNamespace:
     async def count(self) -> int:
         """The number of keys (`len()` of the sync proxy)."""
         core = self.client.core
-        return sum([await self.client.run(core.count(self._ns, shard)) for shard in core.shards()])
+        while True:
+            epoch = core.map.epoch
+            total = int(sum([await self.client.run(core.count(self._ns, shard)) for shard in core.shards()]))
+            if core.map.epoch == epoch:  # else a resize moved keys meanwhile: count again
+                return total
 
     async def items(self, *, scope: Scope | None = None) -> AsyncIterator[tuple[str, Any]]:
         async for key, value, _ts in self._scan(scope):
@@ -263,14 +295,22 @@ class AsyncNamespace:
 
     async def _scan(self, scope: Scope | None) -> AsyncIterator[tuple[str, Any, int]]:
         core = self.client.core
-        for shard in core.shards():
+        route = ScanRoute(core)
+        while (shard := route.next()) is not None:
             cursor: int | None = None
             while True:
                 cursor, rows = core.scan_page(await self.client.run(core.scan(self._ns, shard, cursor, scope)))
-                for row in rows:
+                for row in route.rows(self._ns, rows):
                     yield row
                 if cursor is None:
                     break
+            route.done()
 
     async def stats(self) -> dict[str, Any]:
         return dict(await self.client.run(self.client.core.admin(Op.NS_STATS, self.name)))
+
+    async def save_snapshot(self, path: str | os.PathLike[str], *, timeout: float | None = None) -> dict[str, Any]:
+        """A snapshot of this namespace alone (see Client.save_snapshot)."""
+        client = self.client
+        call = snapshots.save_call(client.core, path, self.name, timeout or max(client.timeout, SAVE_TIMEOUT))
+        return dict(await client.run(call))

@@ -42,6 +42,7 @@ from kvcluster.errors import (
     KeyNotFound,
     KVError,
     Timeout,
+    ValueTooLarge,
     error_for_code,
 )
 from kvcluster.failpoints import failpoint
@@ -49,7 +50,17 @@ from kvcluster.keys import encode_keys
 from kvcluster.scope import Scope
 from kvcluster.values import pack_values, unpack_value
 
-__all__ = ["MAX_PART_KEYS", "Notice", "Plan", "consume_many", "delete_many", "get_many", "set_many"]
+__all__ = [
+    "MAX_PART_KEYS",
+    "Notice",
+    "Plan",
+    "Step",
+    "consume_many",
+    "delete_many",
+    "get_many",
+    "set_many",
+    "set_many_packed",
+]
 
 MAX_PART_KEYS: Final = 1 << 15  # items in one message to a shard (decoders accept 65536)
 ITEM_OVERHEAD: Final = 16  # bytes of framing per item, at most, beside its key and value
@@ -238,6 +249,15 @@ def _best_effort(batch: _Writes) -> Generator[Step, list[Any], None]:
 
 
 def _all_or_nothing(batch: _Writes, timeout: float) -> Generator[Step, list[Any], None]:
+    """Run the batch; a part refused for a stale map (nothing applied anywhere: the
+    other parts are aborted) makes it run again, routed with the refreshed map."""
+    for attempt in range(STALE_RETRIES + 1):
+        done = yield from _all_or_nothing_once(batch, timeout, last=attempt == STALE_RETRIES)
+        if done:
+            return
+
+
+def _all_or_nothing_once(batch: _Writes, timeout: float, last: bool) -> Generator[Step, list[Any], bool]:
     core, ns = batch.core, batch.ns
     parts = _by_shard(core, ns, batch.raw)
     sizes = batch.sizes()
@@ -250,16 +270,20 @@ def _all_or_nothing(batch: _Writes, timeout: float) -> Generator[Step, list[Any]
     if len(parts) == 1:
         ((shard, part),) = parts.items()
         (answer,) = yield [Call(shard, Op.ATOMIC, (ns, batch.kind, batch.items(part), batch.scope), _same)]
+        if isinstance(answer, StaleEpoch) and not last:
+            return False  # the map has been refreshed: route it again
         if isinstance(answer, KVError):
             raise answer
         if not answer["ok"]:
             raise _failed(batch.keys, _part_errors(batch.raw, part, answer["errors"]), f"{batch.kind}_many")
         batch.applied(part, answer, answer["ts"])
-        return
-    yield from _two_phase(batch, parts, timeout)
+        return True
+    return (yield from _two_phase(batch, parts, timeout, last))
 
 
-def _two_phase(batch: _Writes, parts: dict[int, list[int]], timeout: float) -> Generator[Step, list[Any], None]:
+def _two_phase(
+    batch: _Writes, parts: dict[int, list[int]], timeout: float, last: bool = True
+) -> Generator[Step, list[Any], bool]:
     ns, shards = batch.ns, sorted(parts)
     txn = secrets.token_bytes(16)
     deadline = time.time_ns() // 1000 + int(min(timeout, TXN_WINDOW) * 1_000_000)
@@ -285,6 +309,8 @@ def _two_phase(batch: _Writes, parts: dict[int, list[int]], timeout: float) -> G
             yield Notice([Call(ADMIN, Op.TXN_DECIDE, (txn, "abort", 0, deadline, unknown), _same)])
         if prepared:
             yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in prepared]
+        if not last and all(isinstance(error, StaleEpoch) for error in refused.values()):
+            return False  # refused only for a stale map (a resize): run it again
         raise _failed(batch.keys, refused, f"{batch.kind}_many")
     ts = max(vote["ts"] for vote in votes)
     decision = yield from _decide(txn, ts, deadline, shards, timeout)
@@ -293,6 +319,8 @@ def _two_phase(batch: _Writes, parts: dict[int, list[int]], timeout: float) -> G
         yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in shards]
         late = ClusterUnavailable("the batch was not decided before its deadline; retry")
         raise _failed(batch.keys, dict.fromkeys(range(len(batch.keys)), late), f"{batch.kind}_many")
+    if len(decision) > 1 and type(decision[1]) is int:
+        ts = decision[1]  # the coordinator may have moved it past a snapshot's cut
     # Committed. The shards apply it when this reaches them (each then tells the
     # coordinator); until then its keys stay locked, so every read waits for it, and
     # this client's next request to a shard arrives after it. One not reached learns
@@ -300,6 +328,7 @@ def _two_phase(batch: _Writes, parts: dict[int, list[int]], timeout: float) -> G
     yield Notice([Call(s, Op.TXN_COMMIT, (txn, ts), _same) for s in shards])
     for shard, vote in zip(shards, votes, strict=True):
         batch.applied(parts[shard], vote, ts)
+    return True
 
 
 def _decide(
@@ -345,6 +374,20 @@ def set_many(core: ClientCore, ns: bytes, items: Any, mode: BatchMode, scope: Sc
     return _run_writes(batch, _mode(mode), timeout)
 
 
+def set_many_packed(
+    core: ClientCore, ns: bytes, keys: list[str], packed: list[bytes], mode: BatchMode, scope: Scope, timeout: float
+) -> Plan:
+    """set_many of values already in their stored form (msgpack), as a snapshot holds them."""
+    listed, raw = _keys(keys)
+    batch = _Writes(core, ns, "set", listed, raw)
+    batch.scope = int(scope)
+    batch.packed = packed
+    for i, value in enumerate(packed):
+        if len(value) > core.max_value:
+            batch.errors[i] = ValueTooLarge(f"a value of {len(value)} bytes is over the message limit")
+    return _run_writes(batch, _mode(mode), timeout)
+
+
 def delete_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
     listed, raw = _keys(keys)
     return _run_writes(_Writes(core, ns, "delete", listed, raw), _mode(mode), timeout)
@@ -373,6 +416,7 @@ def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mo
     give_up = time.monotonic() + timeout
     sizes = [len(key) for key in raw]
     parts = _by_shard(core, ns, raw)
+    stale = 0
     while True:
         rows: list[Any] = [None] * len(keys)
         errors: dict[int, KVError] = {}
@@ -395,6 +439,10 @@ def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mo
                 if len(part_rows) < len(chunk):  # the answer filled a message: ask for the rest
                     chunks[shard].insert(0, chunk[len(part_rows) :])
             chunks = {shard: parts for shard, parts in chunks.items() if parts}
+        if any(isinstance(error, StaleEpoch) for error in errors.values()) and stale < STALE_RETRIES:
+            stale += 1
+            parts = _by_shard(core, ns, raw)  # the map has been refreshed (a resize): read again
+            continue
         if requests == 1 or cut is None or newest <= cut:
             break  # one request is one view; or no value read is newer than any read
         if time.monotonic() > give_up:

@@ -11,19 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from kvcluster.codec import Op, Reply, encode_request
+from kvcluster.codec import DATA_OPS, Op, Reply, encode_request
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KeyNotFound, ValueTooLarge
 from kvcluster.keys import encode_key, encode_namespace
 from kvcluster.router.clustermap import ClusterMap
+from kvcluster.router.jump import shard_for
 from kvcluster.scope import Scope
 from kvcluster.values import pack_value, unpack_value
 
-__all__ = ["ADMIN", "READ_OPS", "Call", "ClientCore", "StaleEpoch"]
+__all__ = ["ADMIN", "READ_OPS", "RESIZE_TIMEOUT", "Call", "ClientCore", "ScanRoute", "StaleEpoch"]
 
 ADMIN: Final = -1  # a Call's target: the coordinator (or the router, for a thin client)
 READ_OPS: Final = frozenset(
     {Op.PING, Op.GET, Op.MGET, Op.EXISTS, Op.COUNT, Op.CLUSTER_MAP, Op.NS_LIST, Op.NS_STATS}
 )  # safe to send again when a connection broke before the answer came
+RESIZE_TIMEOUT: Final = 600.0  # seconds a resize may take, at least
 ENVELOPE_SLACK: Final = 4096  # bytes a request needs beside its value
 SCAN_PAGE: Final = 1000
 
@@ -65,6 +67,32 @@ def _versioned(result: Any) -> tuple[Any, int] | None:
     return None if result is None else (unpack_value(result[0]), result[1])
 
 
+class ScanRoute:
+    """The shards a scan (or a count) visits, one after another, and what it skips when
+    a resize changes the map on the way: the new shards hold keys moved from the old
+    ones, and those from an old shard scanned before the change were returned already."""
+
+    def __init__(self, core: ClientCore) -> None:
+        self.core = core
+        self.shards = core.map.shards  # the map the scan started with
+        self.epoch = core.map.epoch
+        self.completed: set[int] = set()  # old shards scanned whole under that map
+        self.shard = 0
+
+    def next(self) -> int | None:
+        return self.shard if self.shard < self.core.map.shards else None
+
+    def rows(self, ns: bytes, rows: list[tuple[str, Any, int]]) -> list[tuple[str, Any, int]]:
+        if self.shard < self.shards or not self.completed:
+            return rows
+        return [row for row in rows if shard_for(ns, row[0].encode(), self.shards) not in self.completed]
+
+    def done(self) -> None:
+        if self.shard < self.shards and self.core.map.epoch == self.epoch:
+            self.completed.add(self.shard)
+        self.shard += 1
+
+
 class ClientCore:
     """Routing and encoding for one client; holds no socket."""
 
@@ -85,6 +113,12 @@ class ClientCore:
 
     def _target(self, ns: bytes, key: bytes) -> int:
         return self.map.shard_for(ns, key)
+
+    def reroute(self, call: Call) -> None:
+        """Route a single-key call again with the map now held (it was refreshed: a
+        resize may have given the key to another shard)."""
+        if call.op in DATA_OPS:
+            call.target = self.map.shard_for(call.args[0], call.args[1])
 
     def pack(self, value: Any) -> bytes:
         """`value` packed for the wire; ValueTooLarge if no message could carry it."""
@@ -166,6 +200,13 @@ class ClientCore:
     @staticmethod
     def admin(op: Op, *args: Any, decode: Callable[[Any], Any] = _same) -> Call:
         return Call(ADMIN, op, args, decode)
+
+    @staticmethod
+    def resize(shards: Any, timeout: float) -> Call:
+        """Grow the cluster to `shards` shards (the coordinator answers when it is done)."""
+        if type(shards) is not int:
+            raise InvalidRequest(f"shards must be an int, not {shards!r}")
+        return Call(ADMIN, Op.RESIZE, (shards,), dict, timeout)
 
     @staticmethod
     def namespace_name(name: Any) -> bytes:

@@ -6,13 +6,16 @@ spawned or forked) connects there by itself, sharing one client per process.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kvcluster.batch import BatchMode, BatchResult
-from kvcluster.client import batches
+from kvcluster.client import batches, snapshots
+from kvcluster.client.core import ScanRoute
 from kvcluster.client.forks import fork_generation
+from kvcluster.client.snapshots import SAVE_TIMEOUT
 from kvcluster.codec import Op
 from kvcluster.scope import Scope
 
@@ -114,7 +117,11 @@ class Namespace:
 
     def __len__(self) -> int:
         core = self.client.core
-        return sum(self.client.run(core.count(self._ns, shard)) for shard in core.shards())
+        while True:
+            epoch = core.map.epoch
+            total = int(sum(self.client.run(core.count(self._ns, shard)) for shard in core.shards()))
+            if core.map.epoch == epoch:  # else a resize moved keys meanwhile: count again
+                return total
 
     def __iter__(self) -> Iterator[str]:
         return (key for key, _value, _ts in self._scan(None))
@@ -139,18 +146,26 @@ class Namespace:
 
     def _scan(self, scope: Scope | None) -> Iterator[tuple[str, Any, int]]:
         core = self.client.core
-        for shard in core.shards():
+        route = ScanRoute(core)
+        while (shard := route.next()) is not None:
             cursor: int | None = None
             while True:
                 page = self.client.run(core.scan(self._ns, shard, cursor, scope))
                 cursor, rows = core.scan_page(page)
-                yield from rows
+                yield from route.rows(self._ns, rows)
                 if cursor is None:
                     break
+            route.done()
 
     def stats(self) -> dict[str, Any]:
         """Keys held and the namespace's limits."""
         return dict(self.client.run(self.client.core.admin(Op.NS_STATS, self.name)))
+
+    def save_snapshot(self, path: str | os.PathLike[str], *, timeout: float | None = None) -> dict[str, Any]:
+        """A snapshot of this namespace alone (see Client.save_snapshot)."""
+        client = self.client
+        call = snapshots.save_call(client.core, path, self.name, timeout or max(client.timeout, SAVE_TIMEOUT))
+        return dict(client.run(call))
 
 
 _shared: dict[tuple[str, float, int], Client] = {}

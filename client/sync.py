@@ -17,20 +17,24 @@ import os
 import secrets
 import threading
 import time
-from typing import Any
+from collections.abc import Generator
+from typing import Any, TypeVar
 
 import zmq
 
-from kvcluster.batch import BatchResult
-from kvcluster.client.batches import Notice, Plan
+from kvcluster.client import snapshots
+from kvcluster.client.batches import Notice, Step
 from kvcluster.client.connection import LinkPlan, Target, map_from_answer, resolve
-from kvcluster.client.core import ADMIN, READ_OPS, Call, ClientCore, StaleEpoch
+from kvcluster.client.core import ADMIN, READ_OPS, RESIZE_TIMEOUT, Call, ClientCore, StaleEpoch
 from kvcluster.client.forks import fork_generation
 from kvcluster.client.links import ConnectionLost, StreamLink, ZmqLink
 from kvcluster.client.namespace import Namespace
+from kvcluster.client.snapshots import SAVE_TIMEOUT
 from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout
 from kvcluster.router.clustermap import ClusterMap
+
+R = TypeVar("R")
 
 __all__ = ["Client"]
 
@@ -105,13 +109,14 @@ class Client:
         with self._lock:
             self._check_usable()
             try:
-                return self._exchange(self._link_for(call.target), call, self.timeout)
+                return self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
             except StaleEpoch:
                 self._refresh()
+                self.core.reroute(call)
             except ConnectionLost:
                 if call.op not in READ_OPS:
                     raise  # a write's outcome is unknown: the caller decides
-            return self._exchange(self._link_for(call.target), call, self.timeout)
+            return self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
 
     def _refresh(self) -> None:
         """The cluster map changed (a resize): fetch it and rebuild the shard links."""
@@ -173,7 +178,7 @@ class Client:
                 with contextlib.suppress(KVError):  # a notice is advice: nothing depends on it
                     link.send(self.core.encode(call, next(self._seq)), time.monotonic() + NOTICE_TIMEOUT)
 
-    def drive(self, plan: Plan) -> BatchResult:
+    def drive(self, plan: Generator[Step, list[Any], R]) -> R:
         """Run a batch plan (client/batches.py): each step's calls go out together."""
         try:
             step = next(plan)
@@ -184,7 +189,7 @@ class Client:
                 else:
                     step = plan.send(self.run_many(step))
         except StopIteration as done:
-            result: BatchResult = done.value
+            result: R = done.value
             return result
 
     # -- administration --------------------------------------------------------------
@@ -213,9 +218,43 @@ class Client:
         """The object `kvcluster status --json` prints."""
         return dict(self.run(self.core.admin(Op.CLUSTER_STATS)))
 
+    def save_snapshot(self, path: str | os.PathLike[str], *, timeout: float | None = None) -> dict[str, Any]:
+        """Write a snapshot of the whole cluster to `path` (a file on the cluster's host):
+        exactly the permanent writes with timestamp <= one cut across every shard, taken
+        while writes go on. Returns {path, cut, rows, size, seconds, fence_ms}."""
+        return dict(self.run(snapshots.save_call(self.core, path, None, timeout or max(self.timeout, SAVE_TIMEOUT))))
+
+    def load_snapshot(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write a snapshot's keys into this cluster (its namespaces are created where
+        missing; other keys are left alone). A damaged or foreign file is refused with
+        SnapshotError before anything is written. Returns {rows, loaded, failed, ...}."""
+        return self.drive(snapshots.load_snapshot(self.core, path, self.timeout))
+
+    def set_autosave(self, interval: float, pattern: str, *, namespace: str | None = None, keep: int = 0) -> None:
+        """Snapshot every `interval` seconds to `pattern` ({ts}: the cut, {ns}: the
+        namespace; relative to the data dir), keeping the newest `keep` files (0: all).
+        One task per namespace (None: the whole cluster): this replaces the one before."""
+        self.run(self.core.admin(Op.AUTOSAVE_SET, namespace, interval, pattern, keep))
+
+    def remove_autosave(self, namespace: str | None = None) -> None:
+        self.run(self.core.admin(Op.AUTOSAVE_SET, namespace, 0, "-", 0))
+
+    def autosave_tasks(self) -> list[dict[str, Any]]:
+        return list(self.run(self.core.admin(Op.AUTOSAVE_LIST)))
+
     def rotate_journals(self) -> None:
         """Rotate the journal of every shard now."""
         self.run(self.core.admin(Op.ROTATE))
+
+    def resize(self, shards: int, *, timeout: float | None = None) -> dict[str, Any]:
+        """Grow the cluster to `shards` shards, online: only the keys whose shard changes
+        move, and reads and writes go on meanwhile. Returns {from, to, moved, seconds}.
+        InvalidRequest unless `shards` is more than the cluster has; ClusterUnavailable
+        if another resize runs, or this one was rolled back (nothing changed: retry)."""
+        result = dict(self.run(self.core.resize(shards, timeout or max(self.timeout, RESIZE_TIMEOUT))))
+        with self._lock:
+            self._refresh()  # route with the new map from now on
+        return result
 
     def shutdown(self) -> None:
         """Stop the whole cluster (what `kvcluster stop` does)."""

@@ -78,6 +78,23 @@ class BatchWrites:
         def _written(self) -> None: ...
         def _read_only(self) -> StorageError: ...
 
+    @property
+    def last_timestamp(self) -> int:
+        """The largest timestamp this store has issued or observed."""
+        return self._clock.last
+
+    def observe(self, ts: int) -> None:
+        """Every later write here gets a timestamp above `ts` (a snapshot's cut)."""
+        self._clock.observe(ts)
+
+    def permanent_rows(self, ns: bytes | None = None) -> Iterator[tuple[bytes, bytes, bytes, int]]:
+        """Every permanent entry, of `ns` or of all namespaces, as (ns, key, packed value,
+        ts): what a snapshot holds. A prepared transaction is not here until it commits."""
+        spaces = self._entries.items() if ns is None else [(ns, self._entries.get(ns, {}))]
+        for name, space in spaces:
+            for key, (value, ts) in space.items():
+                yield name, key, value, ts
+
     def next_timestamp(self) -> int:
         """A timestamp newer than every write so far and older than every later one:
         the cut a read was made at."""

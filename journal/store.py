@@ -247,6 +247,40 @@ class VersionedStore(BatchWrites):
                 removed += 1
         return removed
 
+    def spaces_raw(self) -> tuple[Entries, Entries]:
+        """The live entries, permanent and ephemeral: {ns: {key: (value, ts)}}. Not
+        copies — read them, never change them (a shard's resize compares against them)."""
+        return self._entries, self._ephemeral
+
+    def install_raw(self, ns: bytes, rows: list[tuple[bytes, bytes | None, int, Scope]]) -> int:
+        """Install entries copied from another store with their own timestamps (a resize
+        moving keys here): (key, value or None to remove, ts, scope). Installing the same
+        rows again changes nothing. Later writes here get newer timestamps. Returns the
+        number of rows that changed something."""
+        if self._failure is not None:
+            raise self._read_only()
+        changed = 0
+        for key, value, ts, scope in rows:
+            if value is None:
+                changed += self.delete_raw(ns, key) is not None
+                continue
+            if self.get_raw(ns, key) == (value, ts):
+                continue  # installed before (a chunk sent again)
+            if scope is Scope.EPHEMERAL:
+                if key in self._entries.get(ns, {}):
+                    self.delete_raw(ns, key)  # the journaled value must not come back
+                _space(self._ephemeral, ns)[key] = (value, ts)
+            else:
+                self._make_room(record_size(ns, key, value))
+                self._writer.append(encode_put(ns, key, ts, _PERMANENT, value))
+                _space(self._entries, ns)[key] = (value, ts)
+                _discard(self._ephemeral, ns, key)
+            self._clock.observe(ts)
+            changed += 1
+        if changed and self._syncing:
+            self._written()
+        return changed
+
     @contextmanager
     def group(self) -> Iterator[None]:
         """Share one flush among the writes inside (group commit, for `always`).
@@ -363,6 +397,11 @@ class VersionedStore(BatchWrites):
             "durability": self.options.durability.value,
             "read_only": self._failure is not None,
         }
+
+    def close_inherited_lock(self) -> None:
+        """In a child forked from the owner: drop its copy of the directory lock, so the
+        lock dies with the owner (the child only reads the entries it inherited)."""
+        os.close(self._lock_fd)
 
     def close(self) -> None:
         """Flush (unless a flush already failed), unmap, and release the directory."""

@@ -22,10 +22,12 @@ from kvcluster.errors import (
     NamespaceExists,
     NamespaceFull,
     NamespaceNotFound,
+    SnapshotError,
     StorageError,
     Timeout,
     ValueTooLarge,
 )
+from kvcluster.pitr import recover
 from kvcluster.scope import Scope
 
 __version__ = "0.1.0"
@@ -49,10 +51,12 @@ __all__ = [
     "NamespaceNotFound",
     "Retention",
     "Scope",
+    "SnapshotError",
     "StorageError",
     "Timeout",
     "ValueTooLarge",
     "__version__",
     "connect",
+    "recover",
     "start",
 ]

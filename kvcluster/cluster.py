@@ -18,12 +18,13 @@ import sys
 import tempfile
 import time
 import warnings
+from typing import Any
 
 from kvcluster.actors.coordinator import CoordinatorConfig
 from kvcluster.actors.supervisor import SupervisorConfig
 from kvcluster.client.sync import Client
 from kvcluster.codec import DEFAULT_MAX_MESSAGE
-from kvcluster.config import DEFAULT_SHARD_BUFFER_SIZE, Durability
+from kvcluster.config import DEFAULT_SHARD_BUFFER_SIZE, Durability, Retention
 from kvcluster.datadir import DataDir, PidLock
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
 
@@ -44,6 +45,7 @@ def _config(
     max_namespaces: int,
     buffer_size: int,
     listen: str | None = None,
+    retention: Retention | dict[str, Any] | None = None,
 ) -> CoordinatorConfig:
     count = (os.cpu_count() or 1) if shards is None else shards
     if type(count) is not int or not 1 <= count <= 1024:
@@ -58,7 +60,19 @@ def _config(
         max_message=DEFAULT_MAX_MESSAGE,
         max_namespaces=max_namespaces,
         listen=_listen_address(listen),
+        retention=_retention_limits(retention),
     )
+
+
+def _retention_limits(retention: Retention | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The limits to record in the manifest: all of a Retention, those a dict names
+    (checked here, so a bad one fails the start, not a shard), or None to keep them."""
+    if retention is None:
+        return None
+    if isinstance(retention, Retention):
+        return retention.to_dict()
+    Retention.from_dict(retention)
+    return dict(retention)
 
 
 def _listen_address(listen: str | None) -> str | None:
@@ -175,18 +189,22 @@ def start(
     buffer_size: int = DEFAULT_SHARD_BUFFER_SIZE,
     listen: str | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
+    retention: Retention | None = None,
 ) -> Cluster:
     """Start a local cluster in child processes and wait until it serves.
 
     `data_dir` defaults to a temporary directory removed on stop; `shards` to one per
-    core. The cluster stops with `Cluster.stop()`, at the end of a `with` block, at
-    interpreter exit, or when this process dies.
+    core. `retention` sets which archives every shard keeps (how far back point-in-time
+    recovery reaches); it is kept in `cluster.json`, so None keeps what is recorded
+    (the `Retention()` defaults for a new cluster). The cluster stops with
+    `Cluster.stop()`, at the end of a `with` block, at interpreter exit, or when this
+    process dies.
     """
     temporary = data_dir is None
     path = tempfile.mkdtemp(prefix="kvcluster-") if data_dir is None else os.path.abspath(os.fspath(data_dir))
     _check_shard_count(path, shards)
     config = SupervisorConfig(
-        _config(path, shards, durability, max_namespaces, buffer_size, listen), watch_parent=os.getpid()
+        _config(path, shards, durability, max_namespaces, buffer_size, listen, retention), watch_parent=os.getpid()
     )
     process = launch(config, detach=False)
     try:

@@ -76,15 +76,27 @@ class Op(enum.IntEnum):
     SHUTDOWN = 40  # [] -> nil
     TXN_DECIDE = 41  # [txn, "commit" | "abort", ts, deadline, [shard, ...]] -> ["commit", ts] | ["abort"]
     TXN_FORGET = 42  # shard -> coordinator: [[txn, ...], shard] -> nil: it applied these commits
+    RESIZE = 44  # [shards] -> {from, to, moved, seconds}: grow the cluster online
+    SNAPSHOT = 48  # [path, namespace | nil] -> {path, cut, rows, size, seconds, fence_ms}
+    LOADING = 49  # [path | nil, lease seconds] -> nil: a snapshot is being loaded (nil: done)
+    AUTOSAVE_SET = 50  # [namespace | nil, interval s, pattern, keep] -> nil (interval 0: remove)
+    AUTOSAVE_LIST = 51  # [] -> [{namespace, interval, pattern, keep, last}, ...]
 
     # between the coordinator and its shards
-    HELLO = 64  # shard -> coordinator: [shard, pid, {ns: [count, limit]}]
-    NS_SYNC = 65  # coordinator -> shard: [{name: [max_keys, max_value_bytes]}] -> {ns: [count, limit]}
-    QUOTA_ASK = 66  # shard -> coordinator: [shard, ns, wanted, limit held now] -> granted
-    QUOTA_RELEASE = 67  # coordinator -> shard: [ns, shrink] -> the limit the shard keeps
+    HELLO = 64  # shard -> coordinator: [shard, pid, quota report]
+    NS_SYNC = 65  # coordinator -> shard: [{name: [max_keys, max_value_bytes]}] -> quota report
+    QUOTA_ASK = 66  # shard -> coordinator: [shard, ns, wanted, quota report] -> [granted, grant number]
+    QUOTA_RELEASE = 67  # coordinator -> shard: [ns, shrink] -> quota report (the limit it keeps)
     NS_DROP = 68  # coordinator -> shard: [ns] -> nil
     STOP = 69  # coordinator -> shard: [] -> nil
     TXN_STATUS = 70  # shard -> coordinator: [txn, deadline] -> ["commit", ts] | ["abort"] | ["pending"]
+    MOVE_START = 72  # coordinator -> old shard: [shards, epoch, {shard: endpoint}] -> {moved} once ready
+    MOVE_SWITCH = 73  # coordinator -> shard: [epoch, shards] -> keys removed (those it gave away)
+    MOVE_ABORT = 74  # coordinator -> shard: [] -> nil: the resize rolled back
+    MOVE_INSTALL = 75  # old shard -> new shard: [[ns, key, value | nil, ts, scope], ...] -> rows changed
+    SNAP_FENCE = 80  # coordinator -> shard: [snapshot id] -> last timestamp issued; writes wait
+    SNAP_CUT = 81  # coordinator -> shard: [id, cut, [[txn, ts], ...], part path, namespace | nil] -> [rows, size]
+    SNAP_ABORT = 82  # coordinator -> shard: [id] -> nil: writes go on, no part is written
 
 
 DATA_OPS: Final = frozenset({Op.GET, Op.SET, Op.UPDATE, Op.EXISTS, Op.CONSUME, Op.DELETE})

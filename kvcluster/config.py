@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from kvcluster.errors import InvalidRequest
 
@@ -46,9 +49,26 @@ class Retention:
     def __post_init__(self) -> None:
         for name in ("max_archives", "max_age", "max_bytes"):
             limit = getattr(self, name)
-            if limit is not None and limit < 0:
-                raise InvalidRequest(f"retention {name} must be >= 0 or None, not {limit!r}")
+            if limit is not None and not 0 <= limit < math.inf:
+                raise InvalidRequest(f"retention {name} must be a finite number >= 0 or None, not {limit!r}")
 
     @classmethod
     def keep_all(cls) -> Retention:
         return cls(max_archives=None, max_age=None, max_bytes=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The limits as JSON-ready values (how `cluster.json` keeps them)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, limits: Mapping[str, Any] | None, base: Retention | None = None) -> Retention:
+        """`base` (the defaults if None) with the limits `limits` names; InvalidRequest if malformed."""
+        merged = (base or cls()).to_dict()
+        for name, limit in (limits or {}).items():
+            if name not in merged:
+                raise InvalidRequest(f"unknown retention limit {name!r}")
+            kind = float if name == "max_age" else int
+            if limit is not None and (type(limit) is bool or not isinstance(limit, int | kind)):
+                raise InvalidRequest(f"retention {name} must be a number or None, not {limit!r}")
+            merged[name] = None if limit is None else kind(limit)
+        return cls(**merged)

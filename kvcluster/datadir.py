@@ -20,12 +20,14 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kvcluster.config import Retention
 from kvcluster.errors import ClusterUnavailable, StorageError
 
-__all__ = ["CLUSTER_FORMAT", "DataDir", "PidLock", "write_json_atomically"]
+__all__ = ["CLUSTER_FORMAT", "DataDir", "PidLock", "adopt_retention", "write_json_atomically"]
 
 CLUSTER_FORMAT = 1
 _SUN_PATH_MAX = 107
@@ -110,6 +112,15 @@ class DataDir:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json_atomically(self.manifest, {**manifest, "format": CLUSTER_FORMAT})
+
+
+def adopt_retention(manifest: dict[str, Any], configured: Mapping[str, Any] | None) -> bool:
+    """Settle `manifest["retention"]`: the limits `configured` names, over those recorded
+    (the defaults for a manifest that has none). Returns True if the manifest changed."""
+    recorded = manifest.get("retention")
+    settled = Retention.from_dict(configured, Retention.from_dict(recorded)).to_dict()
+    manifest["retention"] = settled
+    return settled != recorded
 
 
 def write_json_atomically(path: str, data: Any) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "NamespaceExists",
     "NamespaceFull",
     "NamespaceNotFound",
+    "SnapshotError",
     "StorageError",
     "Timeout",
     "ValueTooLarge",
@@ -97,6 +98,20 @@ class StorageError(KVError):
         self.timestamp = timestamp
 
 
+class SnapshotError(KVError):
+    """A snapshot file is damaged, truncated, or not a kvcluster snapshot.
+
+    `path` and `offset` say which file and where in it, when they are known.
+    """
+
+    code = "snapshot_error"
+
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+
+
 class ClusterUnavailable(KVError):
     code = "cluster_unavailable"
 
@@ -119,6 +134,7 @@ _BY_CODE: dict[str, type[KVError]] = {
         InvalidRequest,
         BatchFailed,
         StorageError,
+        SnapshotError,
         ClusterUnavailable,
         Timeout,
     )

@@ -20,7 +20,8 @@ import msgpack
 import zmq
 
 from kvcluster.codec import Op, encode_error
-from kvcluster.errors import InvalidRequest
+from kvcluster.datadir import DataDir
+from kvcluster.errors import InvalidRequest, KVError
 from kvcluster.process import StopSignal, log_to_file
 
 __all__ = ["ADMIN_TARGET", "ROUTER_ID", "RouterConfig", "run_router"]
@@ -40,6 +41,7 @@ _FORWARDED_ADMIN: Final = frozenset(
         Op.NS_STATS,
         Op.CLUSTER_STATS,
         Op.ROTATE,
+        Op.RESIZE,
         Op.TXN_DECIDE,
     }
 )
@@ -84,6 +86,7 @@ class RouterProcess:
         self.coordinator = self._socket(zmq.DEALER, config.coordinator)
         self.shards = [self._socket(zmq.DEALER, endpoint) for endpoint in config.endpoints]
         self.stopping = False
+        self.poller = zmq.Poller()
         self.wakeup = StopSignal(self._stop)
 
     def _stop(self) -> None:
@@ -101,7 +104,7 @@ class RouterProcess:
     def run(self) -> None:
         self.frontend.bind(self.config.listen)
         log.info("router serving %s (pid %d)", self.config.listen, os.getpid())
-        poller = zmq.Poller()
+        poller = self.poller
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.wakeup.fileno(), zmq.POLLIN)
         for backend in (self.coordinator, *self.shards):
@@ -127,6 +130,8 @@ class RouterProcess:
                 continue
             client, target, payload = frames
             seq, op = peek(payload)
+            if target.isdigit() and int(target) >= len(self.shards):
+                self._grow()  # the cluster may have been resized since the router started
             if target == ADMIN_TARGET:
                 backend, allowed = self.coordinator, _FORWARDED_ADMIN
             elif target.isdigit() and int(target) < len(self.shards):
@@ -141,6 +146,18 @@ class RouterProcess:
                 backend.send_multipart([client, payload], zmq.NOBLOCK)
             except zmq.Again:
                 self._refuse(client, seq, "the cluster is not taking requests (its queue is full)")
+
+    def _grow(self) -> None:
+        """Connect to the shards a resize added (the manifest lists every shard)."""
+        try:
+            endpoints = DataDir.at(self.config.data_dir).read_manifest()["endpoints"]
+        except KVError as exc:
+            log.warning("cannot read the cluster map: %s", exc)
+            return
+        for endpoint in endpoints[len(self.shards) :]:
+            socket = self._socket(zmq.DEALER, endpoint)
+            self.shards.append(socket)
+            self.poller.register(socket, zmq.POLLIN)
 
     def _forward_replies(self, backend: zmq.Socket[Any]) -> None:
         while True:

@@ -12,7 +12,7 @@ from typing import Any, cast
 import click
 
 from kvcluster.cli import main
-from kvcluster.cli.options import address_option, data_dir_option, kv_errors, target
+from kvcluster.cli.options import address_option, data_dir_option, kv_errors, retention_options, target
 from kvcluster.config import Durability
 
 STOP_TIMEOUT = 30.0
@@ -26,6 +26,7 @@ STOP_TIMEOUT = 30.0
 @click.option("--listen", default=None, help="Also serve remote clients through a router at tcp://host:port.")
 @click.option("--foreground", is_flag=True, help="Stay attached; ^C stops the cluster.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for every shard.")
+@retention_options
 @kv_errors
 def start(
     data_dir: str,
@@ -35,15 +36,22 @@ def start(
     listen: str | None,
     foreground: bool,
     timeout: float,
+    retention: dict[str, Any] | None,
 ) -> None:
-    """Start a cluster on DATA_DIR and return once every shard serves."""
+    """Start a cluster on DATA_DIR and return once every shard serves.
+
+    Retention limits given here are kept in cluster.json (a restart without them keeps
+    them); 0 keeps no archive, none sets no limit.
+    """
     from kvcluster.actors.supervisor import SupervisorConfig
     from kvcluster.cluster import _check_shard_count, _config, launch, wait_until_ready
     from kvcluster.config import DEFAULT_SHARD_BUFFER_SIZE
 
     path = os.path.abspath(data_dir)
     _check_shard_count(path, shards)
-    config = SupervisorConfig(_config(path, shards, durability, max_namespaces, DEFAULT_SHARD_BUFFER_SIZE, listen))
+    config = SupervisorConfig(
+        _config(path, shards, durability, max_namespaces, DEFAULT_SHARD_BUFFER_SIZE, listen, retention)
+    )
     process = launch(config, detach=not foreground)
     try:
         wait_until_ready(path, process, timeout)
@@ -165,3 +173,24 @@ def rotate(data_dir: str, address: str | None) -> None:
     with connect(target(data_dir, address)) as client:
         client.rotate_journals()
     click.echo("rotated")
+
+
+@main.command()
+@data_dir_option
+@address_option
+@click.option("--shards", type=click.IntRange(2, 1024), required=True, help="Shards after the resize (more than now).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@kv_errors
+def resize(data_dir: str, address: str | None, shards: int, as_json: bool) -> None:
+    """Grow the cluster to SHARDS shards, online: only keys whose shard changes move."""
+    from kvcluster import connect
+
+    with connect(target(data_dir, address)) as client:
+        summary = client.resize(shards=shards)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    click.echo(
+        f"resized from {summary['from']} to {summary['to']} shards: "
+        f"{summary['moved']:,} keys moved in {summary['seconds']:.2f} s"
+    )
