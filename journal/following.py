@@ -16,7 +16,6 @@ COMMIT past `until` leaves it unapplied, as it was then). The others are returne
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 from collections.abc import Iterator
@@ -24,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from kvcluster.errors import StorageError
-from kvcluster.journal.archive import ACTIVE_NAME, ArchiveScan
-from kvcluster.journal.format import TYPE_ABORT, TYPE_COMMIT, TYPE_DELETE, TYPE_PUT, HeaderError, decode_header
-from kvcluster.journal.pitr import HistoryFile, history
-from kvcluster.journal.reader import Record, RecordScan
+from kvcluster.journal.archive import ACTIVE_NAME
+from kvcluster.journal.format import TYPE_ABORT, TYPE_COMMIT, TYPE_DELETE, TYPE_PUT
+from kvcluster.journal.pitr import HistoryFile, history, replay_file
+from kvcluster.journal.reader import Record
 from kvcluster.journal.replay import Prepared, Replay
 
 __all__ = ["REPLAY_ATTEMPTS", "StoreHistory", "replay_history"]
@@ -185,36 +184,8 @@ class _Records:
             )
 
     def __iter__(self) -> Iterator[Record]:
-        source = self.source
-        if source.archived:
-            scan = ArchiveScan(source.path)
-            started = False
-            for record in scan:
-                if not started and scan.header is not None:
-                    self._starts(scan.header.base_ts)
-                    started = True
-                yield record
-            if scan.header is None:
-                raise StorageError(f"{source.path}: unreadable archive header", path=source.path, offset=0)
-            if not started:
-                self._starts(scan.header.base_ts)
-            damage = scan.damage
-        else:
-            with open(source.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    raise StorageError(f"{source.path} is empty", path=source.path)
-                with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mapped:
-                    try:
-                        self._starts(decode_header(mapped).base_ts)
-                    except HeaderError as exc:
-                        raise StorageError(f"{source.path}: {exc}", path=source.path, offset=0) from None
-                    records = RecordScan(mapped, source.path)
-                    yield from records
-                    damage = records.damage
-        active = os.path.basename(source.path) == ACTIVE_NAME
-        if damage is not None and not (active and damage.torn):
-            raise StorageError(str(damage), path=damage.path, offset=damage.offset)
+        active = os.path.basename(self.source.path) == ACTIVE_NAME
+        yield from replay_file(self.source, allow_torn_tail=active, on_base=self._starts)
 
 
 def _cut_of(source: HistoryFile) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,15 +46,27 @@ def history(directory: str) -> list[HistoryFile]:
     return ordered
 
 
-def replay_file(source: HistoryFile, *, allow_torn_tail: bool) -> Iterator[Record]:
+def replay_file(
+    source: HistoryFile, *, allow_torn_tail: bool, on_base: Callable[[int], None] | None = None
+) -> Iterator[Record]:
     """Yield the records of one history file; StorageError on any damage it holds.
 
     `allow_torn_tail` accepts the mark a crash leaves at the end of an active journal
     (opening the store cuts it too); anywhere else damage is an error, never skipped.
+    `on_base` is called with the file's header `base_ts` before its first record.
     """
     if source.archived:
         scan = ArchiveScan(source.path)
-        yield from scan
+        based = on_base is None
+        for record in scan:
+            if not based and scan.header is not None and on_base is not None:
+                on_base(scan.header.base_ts)
+                based = True
+            yield record
+        if not based and on_base is not None:
+            if scan.header is None:
+                raise StorageError(f"{source.path}: unreadable archive header", path=source.path, offset=0)
+            on_base(scan.header.base_ts)
         damage = scan.damage
     else:
         with open(source.path, "rb") as f:
@@ -63,9 +75,11 @@ def replay_file(source: HistoryFile, *, allow_torn_tail: bool) -> Iterator[Recor
                 raise StorageError(f"{source.path} is empty", path=source.path)
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mapped:
                 try:
-                    decode_header(mapped)
+                    header = decode_header(mapped)
                 except HeaderError as exc:
                     raise StorageError(f"{source.path}: {exc}", path=source.path, offset=0) from None
+                if on_base is not None:
+                    on_base(header.base_ts)
                 records = RecordScan(mapped, source.path)
                 yield from records
                 damage = records.damage
