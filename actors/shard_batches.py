@@ -144,15 +144,23 @@ class BatchHandlers:
         if isinstance(plan, dict):
             return plan  # refused: {ok: False, errors}
         ns, changes, values, new = plan
-        if new:
-            admission = self.quotas.admit(ns, new)
-            if admission is Admission.WAIT:
-                return PARKED
-            if admission is Admission.FULL:
-                return self._full(ns, changes)
+        refused = self._admit(ns, changes, new)
+        if refused is not None:
+            return refused
         ts = self.store.batch_raw(ns, changes)
         self.quotas.deleted(ns)  # removals give their slots back, when shrinking
         return {"ok": True, "ts": ts, "values": values, "errors": {}}
+
+    def _admit(self, ns: bytes, changes: list[Any], new: int) -> Any:
+        """None when `new` more keys fit now; else PARKED (ask for quota) or the refusal."""
+        if not new:
+            return None
+        admission = self.quotas.admit(ns, new)
+        if admission is Admission.WAIT:
+            return PARKED
+        if admission is Admission.FULL:
+            return self._full(ns, changes)
+        return None
 
     def _txn_prepare(self, args: list[Any]) -> Any:
         if len(args) != 6:
@@ -168,12 +176,10 @@ class BatchHandlers:
         if isinstance(plan, dict):
             return plan
         ns, changes, values, new = plan
+        refused = self._admit(ns, changes, new)
+        if refused is not None:
+            return refused
         if new:
-            admission = self.quotas.admit(ns, new)
-            if admission is Admission.WAIT:
-                return PARKED
-            if admission is Admission.FULL:
-                return self._full(ns, changes)
             self.quotas.reserve(ns, new)
         failpoint("shard.txn_prepare")
         ts = self.store.prepare_raw(ns, txn, deadline, changes)

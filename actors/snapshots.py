@@ -82,9 +82,6 @@ class Snapshotter:
         self.queue.append(job)
         self._next()
 
-    def busy(self) -> bool:
-        return self.current is not None or bool(self.queue)
-
     def _next(self) -> None:
         if self.current is not None or not self.queue:
             return
