@@ -252,7 +252,7 @@ class ShardProcess:
         if self.parked:
             waits.append(0.05)
         if self.moves.active:
-            waits.append(0.005 if self.moves.busy() else 0.25)
+            waits.append(0.0 if self.moves.scanning() else 0.005 if self.moves.busy() else 0.25)
         if self.fence.fenced is not None:
             waits.append(max(0.0, self.fence.until - time.monotonic()))
         if self.state.transactions or self.waits.queues:

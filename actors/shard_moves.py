@@ -24,8 +24,9 @@ it does not own at start (`purge_foreign`): that finishes a switch it missed.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Final
 
 import zmq
@@ -38,7 +39,7 @@ from kvcluster.journal import VersionedStore
 from kvcluster.router.jump import shards_for
 from kvcluster.scope import Scope
 
-__all__ = ["MOVER_PREFIX", "Mover", "install", "purge_foreign"]
+__all__ = ["MOVER_PREFIX", "Mover", "install", "purge_foreign", "remove_keys"]
 
 log = logging.getLogger("kvcluster.shard")
 
@@ -48,6 +49,7 @@ CHUNK_BYTES: Final = 4 << 20  # ... and bytes of keys and values
 WINDOW: Final = 2  # chunks in flight to one new shard
 CATCH_UP: Final = 256  # rows left over after a pass: small enough to freeze for
 MAX_PASSES: Final = 8  # copy passes before freezing whatever is left
+SCAN_SLICE: Final = 1024  # keys compared a loop turn (~1 ms): a pass never stalls the shard long
 HOLD_LIMIT: Final = 30.0  # seconds a request is held by a freeze before it gets an error
 ACK_TIMEOUT: Final = 30.0  # seconds a chunk may stay unacknowledged before the move fails
 _NOT_HELD: Final = frozenset({Op.PING, Op.SHARD_STATS, Op.COUNT, Op.SCAN, Op.TXN_COMMIT, Op.TXN_ABORT})
@@ -89,6 +91,11 @@ class Mover:
         self.in_flight: dict[int, dict[int, float]] = {}  # new shard -> {seq: sent at}
         self.seq = 0
         self.passes = 0
+        self.scan: Generator[None, None, int] | None = None  # the pass under way, a slice a step
+        self.scan_frozen = False  # ... begun while the moving keys were frozen
+        self.found: int | None = None  # rows the last finished pass queued
+        self.found_frozen = False  # ... and whether it was begun frozen
+        self.ready = False  # answered ready: `sent` is every key given away
         self.frozen = False
         self.held: list[Held] = []
         self.asker: tuple[Any, int] | None = None  # who sent MOVE_START: answered when ready
@@ -119,14 +126,20 @@ class Mover:
             self.in_flight[int(target)] = {}
             self.poller.register(socket, zmq.POLLIN)
         log.info("shard %d: moving keys to shards %s", self.shard, sorted(self.sockets))
-        self._pass()
+        self._begin_pass()
         return None
 
     def switch(self, epoch: int, shards: int) -> tuple[int, list[Held]]:
         """MOVE_SWITCH: drop what this shard gave away; (keys removed, held requests to run)."""
         failpoint("shard.move_switch")
-        removed = purge_foreign(self.store, self.shard, shards)
+        if self.ready and shards == self.to:  # what went is known: no need to hash every key
+            removed = remove_keys(self.store, {ns: list(sent) for ns, sent in self.sent.items()})
+        else:  # a restarted shard told to switch: whatever it does not own goes
+            removed = purge_foreign(self.store, self.shard, shards)
         held = self._finish()
+        log.info(
+            "shard %d: switched; %d keys given away removed, %d held requests rerun", self.shard, removed, len(held)
+        )
         return removed, held
 
     def abort(self) -> list[Held]:
@@ -188,35 +201,53 @@ class Mover:
     # -- copying -----------------------------------------------------------------------
 
     def tick(self) -> str | None:
-        """Send what can be sent; returns "failed" when the move cannot go on."""
+        """Send what can be sent, compare a slice; returns "failed" when the move cannot go on."""
         now = time.monotonic()
         for flights in self.in_flight.values():
             if any(now - sent > ACK_TIMEOUT for sent in flights.values()):
                 return "failed"
+        if self.scan is not None:
+            try:
+                next(self.scan)
+            except StopIteration as done:
+                self.scan, self.found, self.found_frozen = None, done.value, self.scan_frozen
+            self._send_chunks()
+            return None
         self._send_chunks()
         if any(self.queue.values()) or any(self.in_flight.values()):
             return None
         if self.asker is None:
             return None  # ready, and answered: wait for the switch
         if not self.frozen:
-            if self.passes < MAX_PASSES and self._pass() > CATCH_UP:
+            if self.passes < MAX_PASSES and (self.found is None or self.found > CATCH_UP):
+                self._begin_pass()
                 return None
             self.frozen = True  # from now on, requests on moving keys wait
             log.info("shard %d: frozen the moving keys after %d passes", self.shard, self.passes)
-            return None  # send what the last pass queued first
         if self._locked():
             return None  # a prepared transaction holds a moving key: let it finish
-        if self._pass():
-            return None  # (ready only after a pass over frozen keys found nothing left to send)
+        if not self.found_frozen:
+            # Ready once a pass begun frozen, with no lock on a moving key (none can be
+            # taken while frozen), has had what it found acknowledged: no moving key can
+            # change after it.
+            self._begin_pass()
+            return None
         failpoint("shard.move_ready")
         envelope, seq = self.asker
         self.asker = None
+        self.ready = True
+        log.info("shard %d: every moving key sent (%d keys, %d passes)", self.shard, self.moved, self.passes)
         self.send(envelope, encode_reply(seq, {"moved": self.moved, "rows_sent": self.rows_sent}))
         return None
 
     def busy(self) -> bool:
         """True while there is copying to do (the loop should not sleep long)."""
         return self.active and self.asker is not None
+
+    def scanning(self) -> bool:
+        """True while a pass is under way: the loop turns without waiting (it yields the
+        core between slices, so requests and the other processes go first)."""
+        return self.scan is not None
 
     def _locked(self) -> bool:
         for ns, held in self.locks().items():
@@ -225,45 +256,72 @@ class Mover:
                 return True
         return False
 
-    def _pass(self) -> int:
-        """Queue every moving key that changed since it was sent (or was never sent);
-        returns how many rows were queued."""
+    def _begin_pass(self) -> None:
         self.passes += 1
+        if self.passes == 1:  # every key is hashed once: a slice at a time
+            self.scan, self.scan_frozen, self.found = self._pass(), self.frozen, None
+        else:
+            self.found, self.found_frozen = self._later_pass(), self.frozen
+
+    def _pass(self) -> Generator[None, None, int]:
+        """The first pass: queue every moving key, hashing each key once, a slice of keys a
+        step (the shard's loop serves requests between steps); returns how many rows were
+        queued. A key written or removed after its slice is caught by a later pass."""
         permanent, ephemeral = self.store.spaces_raw()
         queued = 0
-        present: dict[bytes, set[bytes]] = {}
         for entries, scope in ((permanent, int(Scope.PERMANENT)), (ephemeral, int(Scope.EPHEMERAL))):
-            for ns, space in entries.items():
+            for ns in list(entries):
+                keys = list(entries.get(ns, ()))
                 sent = self.sent.setdefault(ns, {})
                 staying = self.staying.setdefault(ns, set())
-                seen = present.setdefault(ns, set())
-                fresh: list[bytes] = []
-                for key, (value, ts) in space.items():
-                    last = sent.get(key)
-                    if last is None:
-                        if key not in staying:
-                            fresh.append(key)
-                        continue
-                    seen.add(key)
-                    if last[0] != ts:
-                        sent[key] = (ts, last[1])
-                        self.queue.setdefault(last[1], []).append([ns, key, value, ts, scope])
+                for start in range(0, len(keys), SCAN_SLICE):
+                    space = entries.get(ns)  # looked up again: the loop ran since the last slice
+                    if space is None:
+                        break
+                    fresh = [key for key in keys[start : start + SCAN_SLICE] if key in space]
+                    for key, bucket in zip(fresh, shards_for(ns, fresh, self.to), strict=True):
+                        if bucket == self.shard:
+                            staying.add(key)
+                            continue
+                        value, ts = space[key]
+                        sent[key] = (ts, bucket)
+                        self.queue.setdefault(bucket, []).append([ns, key, value, ts, scope])
                         queued += 1
+                    yield
+        self.moved = sum(map(len, self.sent.values()))
+        return queued
+
+    def _later_pass(self) -> int:
+        """A pass after the first, at once: only the keys sent are compared, and keys new
+        since are found by set difference (C loops; tens of ms for a million keys);
+        returns how many rows were queued."""
+        permanent, ephemeral = self.store.spaces_raw()
+        queued = 0
+        for ns in sorted(set(self.sent) | set(permanent) | set(ephemeral)):
+            spaces = ((permanent.get(ns, {}), int(Scope.PERMANENT)), (ephemeral.get(ns, {}), int(Scope.EPHEMERAL)))
+            sent = self.sent.setdefault(ns, {})
+            staying = self.staying.setdefault(ns, set())
+            for key, (ts, bucket) in list(sent.items()):
+                found = next(((space[key], scope) for space, scope in spaces if key in space), None)
+                if found is None:  # removed here since it was sent
+                    del sent[key]
+                    self.queue.setdefault(bucket, []).append([ns, key, None, 0, int(Scope.PERMANENT)])
+                    queued += 1
+                elif found[0][1] != ts:
+                    (value, now), scope = found
+                    sent[key] = (now, bucket)
+                    self.queue.setdefault(bucket, []).append([ns, key, value, now, scope])
+                    queued += 1
+            for space, scope in spaces:
+                fresh = list(space.keys() - sent.keys() - staying)
                 for key, bucket in zip(fresh, shards_for(ns, fresh, self.to), strict=True):
                     if bucket == self.shard:
                         staying.add(key)
                         continue
                     value, ts = space[key]
                     sent[key] = (ts, bucket)
-                    seen.add(key)
                     self.queue.setdefault(bucket, []).append([ns, key, value, ts, scope])
                     queued += 1
-        for ns, sent in self.sent.items():
-            seen = present.get(ns, set())
-            for key in [key for key in sent if key not in seen]:  # removed here since it was sent
-                _ts, bucket = sent.pop(key)
-                self.queue.setdefault(bucket, []).append([ns, key, None, 0, int(Scope.PERMANENT)])
-                queued += 1
         self.moved = sum(map(len, self.sent.values()))
         return queued
 
@@ -322,6 +380,7 @@ def install(store: VersionedStore, rows: Any) -> int:
     with store.group():
         for ns, changes in by_ns.items():
             changed += store.install_raw(ns, changes)
+    os.sched_yield()  # the copy is background work: a woken client or shard goes first
     return changed
 
 
@@ -331,11 +390,22 @@ def purge_foreign(store: VersionedStore, shard: int, shards: int) -> int:
     if shard >= shards:
         return 0
     permanent, ephemeral = store.spaces_raw()
-    removed = 0
-    for ns in sorted(set(permanent) | set(ephemeral)):
+    foreign: dict[bytes, list[bytes]] = {}
+    for ns in set(permanent) | set(ephemeral):
         keys = [*permanent.get(ns, {}), *ephemeral.get(ns, {})]
-        foreign = [key for key, bucket in zip(keys, shards_for(ns, keys, shards), strict=True) if bucket != shard]
-        if foreign:
-            store.batch_raw(ns, [(key, None, Scope.PERMANENT) for key in dict.fromkeys(foreign)])
-            removed += len(foreign)
+        foreign[ns] = [key for key, bucket in zip(keys, shards_for(ns, keys, shards), strict=True) if bucket != shard]
+    return remove_keys(store, foreign)
+
+
+def remove_keys(store: VersionedStore, keys: dict[bytes, list[bytes]]) -> int:
+    """Remove `keys` ({ns: [key, ...]}) where present, one journal record per namespace;
+    returns how many were removed."""
+    permanent, ephemeral = store.spaces_raw()
+    removed = 0
+    for ns in sorted(keys):
+        here = permanent.get(ns, {}), ephemeral.get(ns, {})
+        present = [key for key in dict.fromkeys(keys[ns]) if key in here[0] or key in here[1]]
+        if present:
+            store.batch_raw(ns, [(key, None, Scope.PERMANENT) for key in present])
+            removed += len(present)
     return removed

@@ -129,7 +129,13 @@ class Snapshotter:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
             self.assembling = self._pool.submit(
-                assemble, path, list(self.parts), cut=job.cut, namespace=job.namespace, namespaces=configs
+                assemble,
+                path,
+                list(self.parts),
+                cut=job.cut,
+                namespace=job.namespace,
+                namespaces=configs,
+                after_block=os.sched_yield,  # woken shards go first: write latency holds while it copies
             )
 
         answers: dict[int, Reply | None] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -87,13 +87,14 @@ class BatchWrites:
         """Every later write here gets a timestamp above `ts` (a snapshot's cut)."""
         self._clock.observe(ts)
 
-    def permanent_rows(self, ns: bytes | None = None) -> Iterator[tuple[bytes, bytes, bytes, int]]:
-        """Every permanent entry, of `ns` or of all namespaces, as (ns, key, packed value,
-        ts): what a snapshot holds. A prepared transaction is not here until it commits."""
-        spaces = self._entries.items() if ns is None else [(ns, self._entries.get(ns, {}))]
-        for name, space in spaces:
-            for key, (value, ts) in space.items():
-                yield name, key, value, ts
+    def permanent_spaces(self, ns: bytes | None = None) -> Iterator[tuple[bytes, Mapping[bytes, tuple[bytes, int]]]]:
+        """Every namespace's permanent entries (of `ns`, or of all), as (ns, {key: (packed
+        value, ts)}): what a snapshot holds. A prepared transaction is not here until it
+        commits. The maps are the live ones: read them only where nothing writes (a fork)."""
+        if ns is None:
+            yield from self._entries.items()
+        elif ns in self._entries:
+            yield ns, self._entries[ns]
 
     def next_timestamp(self) -> int:
         """A timestamp newer than every write so far and older than every later one:

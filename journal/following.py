@@ -113,10 +113,27 @@ class _Reader:
             self._read(source)
             self.cut = _cut_of(source)  # None only after the active journal, the last file
             self.files_read += 1
+        self._check_start()
         replay = self.replay
         replay.tidy()
         in_doubt = {txn: p for txn, p in replay.prepared.items() if txn not in self.settled_later}
         return StoreHistory(replay, self.earliest or 0, self.newest, in_doubt)
+
+    def _check_start(self) -> None:
+        """A rotation between the listing and the reading renames the journal into an
+        archive after the listing missed it: the reader then starts at the new journal,
+        whose base is that rotation's cut, and would report history as starting there.
+        Files only ever leave the start of a history (retention), so a file older than
+        the first one read, listed now, means the listing raced: read it all again."""
+        first = self.earliest or 0
+        if not first:
+            return
+        try:
+            now = history(self.directory)
+        except FileNotFoundError:
+            raise _Moved("the history changed while listed", resumable=False) from None
+        if any((cut := _cut_of(f)) is not None and cut <= first for f in now):
+            raise _Moved("an older file appeared while the history was read", resumable=False)
 
     def _read(self, source: HistoryFile) -> None:
         replay, limit, entries = self.replay, self.limit, self.replay.entries

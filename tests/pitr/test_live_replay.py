@@ -72,3 +72,32 @@ def test_reads_during_rotations_see_the_moment_asked(open_store: OpenStore, stor
 
 def test_iso_time_of_a_far_moment() -> None:
     assert iso_time(2**62).startswith("after")
+
+
+def test_a_rotation_between_listing_and_reading_is_caught(
+    open_store: OpenStore, store_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the listing saw only the journal; a rotation then renamed it into an
+    archive before it was read, so the history seemed to start at that rotation's cut
+    (`earliest` wrong: a recovery to an earlier moment would have been refused)."""
+    from kvcluster.journal import following
+
+    store = open_store(retention=Retention.keep_all(), buffer_size=1 << 16)
+    first = store.set("ns", "a", 1)
+    listings = 0
+    real_history = following.history
+
+    def listing_then_rotation(directory: str) -> list[following.HistoryFile]:
+        nonlocal listings
+        files = real_history(directory)
+        listings += 1
+        if listings == 1:  # the race, made to happen: the owner rotates right after the listing
+            store.set("ns", "a", 2)
+            store.rotate()
+        return files
+
+    monkeypatch.setattr(following, "history", listing_then_rotation)
+    replayed = replay_history(store_dir, first)
+    assert replayed.earliest == 0
+    assert {key: value for key, (value, _ts) in replayed.replay.entries[b"ns"].items()} == {b"a": b"\x01"}
+    assert listings >= 3  # listed, checked and found the race, read again
