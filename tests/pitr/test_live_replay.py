@@ -81,15 +81,15 @@ def test_a_rotation_between_listing_and_reading_is_caught(
     archive before it was read, so the history seemed to start at that rotation's cut
     (`earliest` wrong: a recovery to an earlier moment would have been refused)."""
     from kvcluster.journal import following
+    from kvcluster.journal.pitr import HistoryFile, history
 
     store = open_store(retention=Retention.keep_all(), buffer_size=1 << 16)
     first = store.set("ns", "a", 1)
     listings = 0
-    real_history = following.history
 
-    def listing_then_rotation(directory: str) -> list[following.HistoryFile]:
+    def listing_then_rotation(directory: str) -> list[HistoryFile]:
         nonlocal listings
-        files = real_history(directory)
+        files = history(directory)
         listings += 1
         if listings == 1:  # the race, made to happen: the owner rotates right after the listing
             store.set("ns", "a", 2)
