@@ -272,21 +272,14 @@ class Mover:
         for entries, scope in ((permanent, int(Scope.PERMANENT)), (ephemeral, int(Scope.EPHEMERAL))):
             for ns in list(entries):
                 keys = list(entries.get(ns, ()))
-                sent = self.sent.setdefault(ns, {})
-                staying = self.staying.setdefault(ns, set())
+                self.sent.setdefault(ns, {})
+                self.staying.setdefault(ns, set())
                 for start in range(0, len(keys), SCAN_SLICE):
                     space = entries.get(ns)  # looked up again: the loop ran since the last slice
                     if space is None:
                         break
                     fresh = [key for key in keys[start : start + SCAN_SLICE] if key in space]
-                    for key, bucket in zip(fresh, shards_for(ns, fresh, self.to), strict=True):
-                        if bucket == self.shard:
-                            staying.add(key)
-                            continue
-                        value, ts = space[key]
-                        sent[key] = (ts, bucket)
-                        self.queue.setdefault(bucket, []).append([ns, key, value, ts, scope])
-                        queued += 1
+                    queued += self._place(ns, fresh, space, scope)
                     yield
         self.moved = sum(map(len, self.sent.values()))
         return queued
@@ -313,16 +306,23 @@ class Mover:
                     self.queue.setdefault(bucket, []).append([ns, key, value, now, scope])
                     queued += 1
             for space, scope in spaces:
-                fresh = list(space.keys() - sent.keys() - staying)
-                for key, bucket in zip(fresh, shards_for(ns, fresh, self.to), strict=True):
-                    if bucket == self.shard:
-                        staying.add(key)
-                        continue
-                    value, ts = space[key]
-                    sent[key] = (ts, bucket)
-                    self.queue.setdefault(bucket, []).append([ns, key, value, ts, scope])
-                    queued += 1
+                queued += self._place(ns, list(space.keys() - sent.keys() - staying), space, scope)
         self.moved = sum(map(len, self.sent.values()))
+        return queued
+
+    def _place(self, ns: bytes, fresh: list[bytes], space: dict[bytes, tuple[bytes, int]], scope: int) -> int:
+        """Hash keys never seen before: remember those that stay, queue those that move;
+        returns how many were queued."""
+        sent, staying = self.sent[ns], self.staying[ns]
+        queued = 0
+        for key, bucket in zip(fresh, shards_for(ns, fresh, self.to), strict=True):
+            if bucket == self.shard:
+                staying.add(key)
+                continue
+            value, ts = space[key]
+            sent[key] = (ts, bucket)
+            self.queue.setdefault(bucket, []).append([ns, key, value, ts, scope])
+            queued += 1
         return queued
 
     def _send_chunks(self) -> None:

@@ -284,8 +284,8 @@ class PartWriter:
         if not 0 < block_rows <= BLOCK_ROWS:
             raise ValueError(f"block_rows is 1..{BLOCK_ROWS}")
         self._check_open()
-        if _namespace_problem(ns):
-            raise InvalidRequest(f"bad snapshot namespace: {_namespace_problem(ns)}")
+        if problem := _namespace_problem(ns):
+            raise InvalidRequest(f"bad snapshot namespace: {problem}")
         self._flush_rows()
         for head, payload, count in _encode_space(ns, entries, block_rows):
             self._io(self._body.frame, head, payload, count)
