@@ -14,12 +14,12 @@ import functools
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kvtest import scale
+from kvtest.waiting import wait_until
 
 import kvcluster
 from kvcluster import BatchFailed, BatchMode, Client, Cluster, ClusterUnavailable, KVError, Namespace, Timeout
@@ -37,14 +37,6 @@ POINTS = (
     "shard.txn_commit",  # decided; this participant has not journaled COMMIT
     "shard.txn_committed",  # journaled and applied; the ack not yet sent
 )
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
 
 
 def taken(path: Path) -> bool:

@@ -8,11 +8,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kvtest import scale
+from kvtest.waiting import wait_until
 
 import kvcluster
 from kvcluster import Cluster, KVError, Namespace, Timeout
@@ -53,14 +54,6 @@ class Writer(threading.Thread):
             while len(self.acked) < count:
                 if not self.progress.wait(deadline - time.monotonic()):
                     raise AssertionError(f"only {len(self.acked)} writes acknowledged in {timeout} s")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def check_all_present(namespace: Namespace, acked: dict[str, int]) -> None:

@@ -5,12 +5,12 @@ serving. The points are armed through KV_FAILPOINTS_DIR (kvcluster/failpoints.py
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kvtest.waiting import wait_until
 
 import kvcluster
 from kvcluster import BatchMode, Client, Cluster, ClusterUnavailable, KVError, Timeout
@@ -28,14 +28,6 @@ POINTS = [
     ("coordinator.resize_switched", "coordinator", "forward"),
     ("shard.move_switch", "old shard", "forward"),
 ]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 def settled(client: Client) -> bool:

@@ -10,12 +10,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kvtest.waiting import wait_until
 
 import kvcluster
 from kvcluster import BatchFailed, BatchMode, Client, Cluster, ClusterUnavailable, InvalidRequest, Scope
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.slow
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KVCLUSTER = os.path.join(os.path.dirname(sys.executable), "kvcluster")
 AON = BatchMode.ALL_OR_NOTHING
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.01)
 
 
 def shard_keys(client: Client) -> list[int]:

@@ -8,10 +8,11 @@ import glob
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kvtest.waiting import wait_until
 
 import kvcluster
 from kvcluster import BatchMode, Client, Cluster, InvalidRequest, NamespaceNotFound, SnapshotError
@@ -24,14 +25,6 @@ pytestmark = pytest.mark.slow
 AON = BatchMode.ALL_OR_NOTHING
 ACCOUNTS = 20
 TOTAL = ACCOUNTS * 100
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from kvtest.waiting import wait_until
 
 import kvcluster
 from kvcluster import BatchFailed, BatchMode, Client, Cluster, ClusterUnavailable, InvalidRequest, Namespace
@@ -28,14 +29,6 @@ AON = BatchMode.ALL_OR_NOTHING
 
 def raw(result: Any) -> Any:
     return result
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.01)
 
 
 def shard_stat(client: Client, name: str) -> int:
