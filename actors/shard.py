@@ -31,8 +31,10 @@ from kvcluster.actors.shard_snapshots import (
     read_part_result,
 )
 from kvcluster.actors.shard_state import PARKED, ShardState
+from kvcluster.actors.spin_poller import SpinPoller
 from kvcluster.actors.streams import StreamConnection, StreamServer
 from kvcluster.codec import (
+    DATA_OPS,
     Limits,
     Op,
     Reply,
@@ -74,6 +76,7 @@ LOCKED_OPS: Final = (NS_OPS - {Op.TXN_PREPARE}) | {Op.SCAN}  # these wait for a 
 RESOLVING_OPS: Final = frozenset({Op.TXN_COMMIT, Op.TXN_ABORT})
 MOVE_OPS: Final = frozenset({Op.MOVE_START, Op.MOVE_SWITCH, Op.MOVE_ABORT, Op.MOVE_INSTALL})  # a resize
 SNAPSHOT_OPS: Final = frozenset({Op.SNAP_FENCE, Op.SNAP_CUT, Op.SNAP_ABORT})
+FAST_OPS: Final = DATA_OPS | {Op.MGET, Op.MSET, Op.MDELETE, Op.MCONSUME}  # see _serve
 COORDINATOR_OPS: Final = frozenset({Op.NS_SYNC, Op.QUOTA_RELEASE, Op.NS_DROP, Op.ROTATE, Op.STOP}) | SNAPSHOT_OPS
 QUOTA_ANSWER_TIMEOUT: Final = 2.0  # seconds a parked write waits for the coordinator
 TXN_CHECK_INTERVAL: Final = 0.25  # seconds between looks for transactions left in doubt
@@ -84,7 +87,7 @@ FORGET_BATCH: Final = 1024  # ... or this many of them
 # process costs ~15 us on a VM, more than a whole request. It yields the CPU between
 # polls, so a client (or another shard) that needs the core gets it: measured, spinning
 # without yielding made 2 shards and a client on 2 cores 3x slower; yielding, never
-# slower than sleeping at once.
+# slower than sleeping at once. The polling is an epoll, not zmq_poll (spin_poller.py).
 SPIN: Final = float(os.environ.get("KVCLUSTER_SPIN_US", "50")) * 1e-6 if (os.cpu_count() or 1) > 1 else 0.0
 _POLLIN: Final = int(zmq.POLLIN)  # plain ints: zmq's flag enums cost a Python call per test
 _POLLOUT: Final = int(zmq.POLLOUT)
@@ -108,7 +111,7 @@ class ShardConfig:
 Envelope = list[bytes] | StreamConnection  # where a reply goes: ZeroMQ routing frames, or a stream
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outgoing:
     envelope: Envelope
     request: Request | None
@@ -148,7 +151,6 @@ class ShardProcess:
         self.state.reply_budget = config.max_message - REPLY_SLACK
         self.state.waiting = self._waiting_count
         self.grouping = Durability.parse(config.durability) is Durability.ALWAYS  # one flush per drained group
-        self.spin_until = 0.0
         self.parked: dict[bytes, _Parked] = {}
         self.asks: dict[int, bytes] = {}  # seq of a QUOTA_ASK -> namespace
         self.waits: LockWaits[Envelope] = LockWaits()
@@ -161,7 +163,7 @@ class ShardProcess:
         self.seq = int.from_bytes(os.urandom(4), "big")
         self.hello_seq = 0
         self.recent: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
-        self.poller = zmq.Poller()
+        self.poller = SpinPoller()
         self.fence = SnapshotFence()
         self.streams = StreamServer(config.stream, config.max_message, self.poller)
         self.wakeup = StopSignal(self._stop)
@@ -184,12 +186,11 @@ class ShardProcess:
         listener = self.streams.listener.fileno()
         connections = self.streams.connections
         log.info("shard %d serving %s (pid %d)", self.config.shard, self.config.endpoint, os.getpid())
+        spun: list[tuple[Any, int]] | None = None
         while not self.stopping:
             incoming: list[tuple[Envelope, bytes]] = []
-            timeout = self._poll_timeout_ms()
-            ready = poller.poll(timeout)
-            if not ready and timeout == 0:
-                os.sched_yield()  # spinning: let whoever is runnable have the core
+            ready = spun if spun is not None else poller.poll(self._poll_timeout_ms())
+            spun = None
             for item, events in ready:
                 if item is self.router:
                     self._drain_router(incoming)
@@ -211,7 +212,8 @@ class ShardProcess:
                     self._part_written(self.fence.writers.pop(item))
             if incoming:
                 self._serve(incoming)
-                self.spin_until = time.monotonic() + self.config.spin
+                if self.config.spin:
+                    spun = poller.spin(self.config.spin, connections)
             if self.moves.active:
                 self._move_progress(self.moves.tick())
             if self.parked:
@@ -239,14 +241,15 @@ class ShardProcess:
             self.store.close()
         finally:
             self.streams.shutdown()
+            self.poller.close()
             self.router.close(0)
             self.coordinator.close(0)
             self.context.term()
         log.info("shard %d stopped", self.config.shard)
 
     def _poll_timeout_ms(self) -> int:
-        if self.stopping or (self.spin_until and time.monotonic() < self.spin_until):
-            return 0  # a client that just got its answer likely asks again within microseconds
+        if self.stopping:
+            return 0
         due = self.store.flush_due_in()
         waits = [due] if due is not None else []
         if self.parked:
@@ -280,15 +283,34 @@ class ShardProcess:
         replies: list[_Outgoing] = []
 
         def apply() -> None:
+            quiet = self._quiet()
+            handle = self.state.handle
             for envelope, payload in incoming:
                 try:
                     request = decode_request(payload, self.unpack_options)
                 except InvalidRequest as exc:
                     replies.append(_Outgoing(envelope, None, encode_error(request_seq(payload), exc)))
                     continue
+                if quiet and request.op in FAST_OPS and type(envelope) is not list:
+                    # What `_apply` comes to for a stream's data request when nothing is
+                    # fenced, parked, locked or moving: handle it, or park it.
+                    reply = handle(request)
+                    if reply is not PARKED:
+                        replies.append(_Outgoing(envelope, request, reply))
+                        continue
+                    self.parked.setdefault(request.args[0], _Parked()).queue.append((envelope, request))
+                    quiet = False
+                    continue
                 self._apply(envelope, request, replies)
+                quiet = quiet and self._quiet()
 
         self._in_group(apply, replies)
+
+    def _quiet(self) -> bool:
+        """Nothing that holds or reorders data requests is going on."""
+        return not (
+            self.fence.fenced is not None or self.parked or self.state.locks or self.waits.marked or self.moves.active
+        )
 
     def _in_group(self, apply: Callable[[], None], replies: list[_Outgoing]) -> None:
         """Run `apply` as one journal group, then send `replies` — after its one flush.
@@ -339,7 +361,9 @@ class ShardProcess:
         if isinstance(ns, bytes) and ns in self.parked:
             self.parked[ns].queue.append((envelope, request))  # keep the pipeline's order
             return
-        dedup_key = (_origin(envelope), request.seq) if op in WRITE_OPS else None
+        # A stream never delivers a request twice (a client that lost its connection sends
+        # again on a new one, with another origin), so only ZeroMQ peers need the check.
+        dedup_key = (_origin(envelope), request.seq) if op in WRITE_OPS and type(envelope) is list else None
         if dedup_key is not None and dedup_key in self.recent:
             replies.append(_Outgoing(envelope, request, self.recent[dedup_key]))  # re-delivered: apply once
             return

@@ -164,3 +164,36 @@ def test_a_batch_value_that_is_not_msgpack_is_refused_for_its_key(
     }
     dealer.send(encode_request(8, epoch, Op.MGET, b"default", [b"bad", b"two"]))
     assert decode_reply(dealer.recv()).result[1] == [None, None]
+
+
+def test_a_write_delivered_twice_over_zeromq_is_applied_once(
+    dealer: zmq.Socket[Any], shard_target: tuple[str, str, int], client: Client
+) -> None:
+    """A ZeroMQ peer that sends a write again (its own retry) gets the first answer back;
+    the second value is never written."""
+    epoch = shard_target[2]
+    key = next(f"dedup-{i}" for i in range(1000) if client.core.map.shard_for(b"default", f"dedup-{i}".encode()) == 0)
+    dealer.send(encode_request(41, epoch, Op.SET, b"default", key.encode(), b"\x01", 1))
+    first = decode_reply(dealer.recv())
+    dealer.send(encode_request(41, epoch, Op.SET, b"default", key.encode(), b"\x02", 1))
+    again = decode_reply(dealer.recv())
+    assert first.status == 0 and again.result == first.result  # the same timestamp
+    assert client.namespace("default").get(key) == 1
+
+
+def test_a_stream_applies_every_request_even_with_a_repeated_seq(shard_target: tuple[str, str, int]) -> None:
+    """A stream never re-delivers (a client whose connection broke sends again on a new
+    one), so the shard keeps no dedup record for it: the same seq twice on one
+    connection is two writes."""
+    _endpoint, path, epoch = shard_target
+    answers = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        for value in (b"\x01", b"\x02"):
+            payload = encode_request(41, epoch, Op.SET, b"default", b"stream-seq", value, 1)
+            sock.sendall(struct.pack("<I", len(payload)) + payload)
+            (length,) = struct.unpack("<I", sock.recv(4, socket.MSG_WAITALL))
+            answers.append(decode_reply(sock.recv(length, socket.MSG_WAITALL)))
+    assert answers[0].status == 0 and answers[1].status == 0
+    assert answers[1].result > answers[0].result
