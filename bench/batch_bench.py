@@ -37,7 +37,6 @@ import functools
 import gc
 import os
 import shutil
-import signal
 import statistics
 import tempfile
 import time
@@ -57,6 +56,7 @@ from bench.common import (
     PACKAGES,
     check_target,
     environment,
+    exit_on_sigterm,
     filesystem_of,
     make_console,
     print_ratios,
@@ -409,13 +409,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, argparse.Namespac
     return params, args
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     p, args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_on_sigterm()
     started = time.perf_counter()
     env = environment((*PACKAGES, "multiprocess"))
     root = tempfile.mkdtemp(prefix="kvc-batch-bench-", dir=args.dir)

@@ -40,7 +40,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import tempfile
@@ -66,6 +65,7 @@ from bench.common import (
     RedisServer,
     check_target,
     environment,
+    exit_on_sigterm,
     filesystem_of,
     free_port,
     make_console,
@@ -667,13 +667,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, argparse.Namespac
     return params, args
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds like ^C: every peer is stopped, the temp folder removed
-
-
 def main(argv: list[str] | None = None) -> int:
     p, args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_on_sigterm()
     started = time.perf_counter()
     env = environment((*PACKAGES, "multiprocess", "dill"))
     root = tempfile.mkdtemp(prefix="kvc-cluster-bench-", dir=args.dir)

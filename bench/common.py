@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ __all__ = [
     "RedisServer",
     "check_target",
     "environment",
+    "exit_on_sigterm",
     "filesystem_of",
     "free_port",
     "make_console",
@@ -125,6 +127,15 @@ def redis_server_version(executable: str = "redis-server") -> str | None:
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
     found = re.search(r"v=(\S+)", out)
     return found.group(1) if found else out.strip() or None
+
+
+def exit_on_sigterm() -> None:
+    """Let SIGTERM unwind like ^C: every peer is stopped and temporary folders removed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 # -- statistics --------------------------------------------------------------------
