@@ -93,6 +93,7 @@ class StreamLink:
         self._buffer = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buffer)
         self._kept = 0  # bytes of the next reply(s) read along with the last one
+        self._spinning = bool(_SPIN)  # poll before sleeping (see _receive)
 
     def exchange(self, payload: bytes, seq: int, timeout: float) -> Reply:
         deadline = time.monotonic() + timeout
@@ -187,12 +188,14 @@ class StreamLink:
             part += self._receive(sock, body_view[part:])
         return bytes(body)
 
-    @staticmethod
-    def _receive(sock: socket.socket, view: memoryview) -> int:
+    def _receive(self, sock: socket.socket, view: memoryview) -> int:
         # Poll for the answer a few tens of microseconds before sleeping in recv: it
         # usually arrives that soon, and waking a sleeping process costs more. Yield
-        # between polls, so the shard (or anyone) that needs this core gets it.
-        if _SPIN:
+        # between polls, so the shard (or anyone) that needs this core gets it. Only
+        # while answers do come that soon: when one takes longer (durability `always`
+        # waits for the disk; more busy processes than cores), polling is pure waste, so
+        # the next wait sleeps at once — and measures whether polling would pay again.
+        if self._spinning:
             deadline = time.perf_counter() + _SPIN
             while True:
                 try:
@@ -200,11 +203,14 @@ class StreamLink:
                     break
                 except BlockingIOError:
                     if time.perf_counter() > deadline:
+                        self._spinning = False
                         received = sock.recv_into(view)
                         break
                     os.sched_yield()
         else:
+            started = time.perf_counter()
             received = sock.recv_into(view)
+            self._spinning = bool(_SPIN) and time.perf_counter() - started < _SPIN
         if not received:
             raise ConnectionResetError("the shard closed the connection")
         return received
