@@ -192,18 +192,18 @@ class ShardProcess:
             ready = spun if spun is not None else poller.poll(self._poll_timeout_ms())
             spun = None
             for item, events in ready:
-                if item is self.router:
+                connection = connections.get(item)  # first: the requests of local clients
+                if connection is not None:
+                    if events & _POLLOUT:
+                        self.streams.flush(connection)
+                    if events & _POLLIN:
+                        incoming.extend([(connection, payload) for payload in self.streams.read(connection)])
+                elif item is self.router:
                     self._drain_router(incoming)
                 elif item is self.coordinator:
                     self._coordinator_replies()
                 elif item == listener:
                     self.streams.accept()
-                elif item in connections:
-                    connection = connections[item]
-                    if events & _POLLOUT:
-                        self.streams.flush(connection)
-                    if events & _POLLIN:
-                        incoming.extend((connection, payload) for payload in self.streams.read(connection))
                 elif item == self.wakeup.fileno():
                     self.wakeup.drain()  # SIGTERM arrived; its handler set `stopping`
                 elif self.moves.owns(item):
@@ -328,6 +328,9 @@ class ShardProcess:
             for out in replies:
                 if out.request is not None and out.request.op in WRITE_OPS:
                     out.reply = encode_error(out.request.seq, exc)
+        if len(replies) == 1:  # the usual case: one request came
+            self._send(replies[0].envelope, replies[0].reply)
+            return
         streams: dict[int, StreamConnection] = {}
         for out in replies:
             if isinstance(out.envelope, StreamConnection):

@@ -18,7 +18,6 @@ import itertools
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Final
 
 import zmq
@@ -63,6 +62,7 @@ class StreamServer:
         self.listener.listen(128)
         self.listener.setblocking(False)
         self.connections: dict[int, StreamConnection] = {}
+        self._view = memoryview(bytearray(_READ_CHUNK))  # every read lands here first
         poller.register(self.listener.fileno(), _POLLIN)
 
     def accept(self) -> list[StreamConnection]:
@@ -78,39 +78,64 @@ class StreamServer:
             self.poller.register(connection.fileno(), _POLLIN)
             accepted.append(connection)
 
-    def read(self, connection: StreamConnection) -> Iterator[bytes]:
+    def read(self, connection: StreamConnection) -> list[bytes]:
         """The complete payloads that arrived; closes the connection at EOF or on a bad frame."""
+        view = self._view
         while True:
             try:
-                data = connection.sock.recv(_READ_CHUNK)
+                received = connection.sock.recv_into(view)
             except BlockingIOError:
                 break
             except OSError:
-                data = b""
-            if not data:
+                received = 0
+            if not received:
                 self.close(connection)
                 break
-            connection.inbox += data
-            if len(data) < _READ_CHUNK:
+            if not connection.inbox and received >= FRAME_HEADER.size:
+                # The usual case, one whole request and nothing before it: no inbox copy.
+                (length,) = FRAME_HEADER.unpack_from(view)
+                if received == FRAME_HEADER.size + length and length <= self.max_message:
+                    return [bytes(view[FRAME_HEADER.size : received])]
+            connection.inbox += view[:received]
+            if received < _READ_CHUNK:
                 break
+        return self._frames(connection)
+
+    def _frames(self, connection: StreamConnection) -> list[bytes]:
+        """The complete frames at the front of the inbox, taken out of it."""
         inbox = connection.inbox
+        frames: list[bytes] = []
         start = 0
         while len(inbox) - start >= FRAME_HEADER.size:
             (length,) = FRAME_HEADER.unpack_from(inbox, start)
             if length > self.max_message:
                 self.close(connection)
-                return
+                return frames
             end = start + FRAME_HEADER.size + length
             if end > len(inbox):
                 break
-            yield bytes(inbox[start + FRAME_HEADER.size : end])
+            frames.append(bytes(inbox[start + FRAME_HEADER.size : end]))
             start = end
         del inbox[:start]
+        return frames
 
     def send(self, connection: StreamConnection, payload: bytes) -> None:
         """Write a reply now if the socket takes it; queue the rest until POLLOUT."""
-        self.queue(connection, payload)
-        self.flush(connection)
+        if connection.outbox or connection.fileno() < 0:
+            self.queue(connection, payload)
+            self.flush(connection)
+            return
+        frame = FRAME_HEADER.pack(len(payload)) + payload
+        try:
+            sent = connection.sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close(connection)
+            return
+        if sent < len(frame):
+            connection.outbox += frame[sent:]
+            self.flush(connection)  # registers for POLLOUT
 
     def queue(self, connection: StreamConnection, payload: bytes) -> None:
         """Add a reply to the connection's output, written by the next `flush`: replies to
