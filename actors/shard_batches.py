@@ -81,17 +81,17 @@ class BatchHandlers:
         every later write here. A client reading from several shards compares the cuts
         with the values' timestamps to know its reads form one consistent view."""
         ns, keys = self._ns_keys(args, 2)
-        get = self.store.get_raw
-        rows: list[list[Any] | None] = []
-        room = self.reply_budget
-        for key in keys:  # as many as one reply can carry (at least one); the client asks again
-            found = get(ns, key)
-            if found is not None:
-                room -= len(found[0]) + ITEM_OVERHEAD
-                if room < 0 and rows:
-                    break
-            rows.append(None if found is None else list(found))
-        return [self.store.next_timestamp(), rows]
+        found = self.store.get_many_raw(ns, keys)  # a (value, ts) tuple travels as an array
+        size = sum([len(row[0]) for row in found if row is not None]) + ITEM_OVERHEAD * len(found)
+        if size > self.reply_budget:  # as many as one reply can carry (at least one); the client asks again
+            room = self.reply_budget
+            for count, row in enumerate(found):
+                if row is not None:
+                    room -= len(row[0]) + ITEM_OVERHEAD
+                    if room < 0 and count:
+                        found = found[:count]
+                        break
+        return [self.store.next_timestamp(), found]
 
     def _mset(self, args: list[Any]) -> Any:
         ns, limits, items, scope = self._ns_items(args)

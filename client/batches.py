@@ -48,7 +48,7 @@ from kvcluster.errors import (
 from kvcluster.failpoints import failpoint
 from kvcluster.keys import encode_keys
 from kvcluster.scope import Scope
-from kvcluster.values import pack_values, unpack_value
+from kvcluster.values import pack_values, unpack_value, unpack_values
 
 __all__ = [
     "MAX_PART_KEYS",
@@ -434,8 +434,7 @@ def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mo
                 cut = part_cut if cut is None else min(cut, part_cut)
                 for i, row in zip(chunk, part_rows, strict=False):
                     rows[i] = row
-                    if row is not None and row[1] > newest:
-                        newest = row[1]
+                newest = max(newest, max([row[1] for row in part_rows if row is not None], default=0))
                 if len(part_rows) < len(chunk):  # the answer filled a message: ask for the rest
                     chunks[shard].insert(0, chunk[len(part_rows) :])
             chunks = {shard: parts for shard, parts in chunks.items() if parts}
@@ -447,12 +446,12 @@ def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mo
             break  # one request is one view; or no value read is newer than any read
         if time.monotonic() > give_up:
             raise Timeout(f"get_many found its keys changing for {timeout:g} s; no consistent view to return")
-    data: dict[Any, Any] = {}
-    for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
-        if row is not None:
-            data[key] = unpack_value(row[0])
-        elif i not in errors:
-            errors[i] = KeyNotFound(f"key {key!r} does not exist")
+    present = [i for i, row in enumerate(rows) if row is not None]
+    data = dict(zip([keys[i] for i in present], unpack_values([rows[i][0] for i in present]), strict=True))
+    if len(present) < len(keys):
+        for i, row in enumerate(rows):
+            if row is None and i not in errors:
+                errors[i] = KeyNotFound(f"key {keys[i]!r} does not exist")
     if not errors:
         return BatchResult(len(data), data)
     if mode is BatchMode.ALL_OR_NOTHING:

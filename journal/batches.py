@@ -96,6 +96,15 @@ class BatchWrites:
         elif ns in self._entries:
             yield ns, self._entries[ns]
 
+    def get_many_raw(self, ns: bytes, keys: list[bytes]) -> list[tuple[bytes, int] | None]:
+        """`get_raw` of each of `keys`: looked up in one C loop per scope."""
+        permanent = self._entries.get(ns)
+        found: list[tuple[bytes, int] | None] = list(map(permanent.get, keys)) if permanent else [None] * len(keys)
+        ephemeral = self._ephemeral.get(ns)
+        if ephemeral and None in found:
+            found = [row if row is not None else ephemeral.get(key) for key, row in zip(keys, found, strict=True)]
+        return found
+
     def next_timestamp(self) -> int:
         """A timestamp newer than every write so far and older than every later one:
         the cut a read was made at."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgpack
 
 from kvcluster.errors import InvalidRequest, StorageError
 
-__all__ = ["pack_value", "pack_values", "unpack_value"]
+__all__ = ["pack_value", "pack_values", "unpack_value", "unpack_values"]
 
 # One Packer, reused: building one per call costs more than packing a small value.
 # For the types values may hold, pack() runs entirely in C under the GIL (no Python
@@ -49,6 +50,17 @@ def unpack_value(data: bytes) -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_dict_with_tuple_keys)
     except (TypeError, ValueError) as exc:
         raise StorageError(f"stored value does not decode: {exc}") from None
+
+
+_unpack_plain = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
+
+
+def unpack_values(data: list[bytes]) -> list[Any]:
+    """`unpack_value` of each of `data` (one C loop when none needs the slow path)."""
+    try:
+        return list(map(_unpack_plain, data))
+    except (TypeError, ValueError):
+        return [unpack_value(item) for item in data]  # tuple keys, or a damaged one: say which
 
 
 def _dict_with_tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
