@@ -296,6 +296,11 @@ class VersionedStore(BatchWrites):
             if self._group_depth == 0 and self._always:
                 self.flush()
 
+    @property
+    def unflushed(self) -> bool:
+        """Writes wait in the journal for a flush."""
+        return self._writer.dirty
+
     # -- durability ----------------------------------------------------------------
 
     def flush(self) -> None:

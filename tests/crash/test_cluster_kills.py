@@ -96,6 +96,35 @@ def test_kill_9_of_a_shard_during_writes(small_cluster: Cluster) -> None:
     assert sum(shard["restarts"] for shard in stats["shards"]) == scale(3, 20)
 
 
+def test_kill_9_of_a_shard_during_concurrent_always_writes(tmp_path: Path) -> None:
+    """Durability `always` with four clients writing at once: a shard's groups take
+    writes from several connections (and wait briefly for more) before their one flush;
+    no write is acknowledged before it, so none acknowledged is lost."""
+    cluster = kvcluster.start(tmp_path / "data", shards=2, durability="always")
+    try:
+        writers = [Writer(cluster.connect(timeout=3.0).namespace("default"), f"w{n}") for n in range(4)]
+        for writer in writers:
+            writer.start()
+        pids = shard_pids(cluster)
+        for cycle in range(scale(2, 10)):
+            for writer in writers:
+                writer.wait_for(len(writer.acked) + 50)
+            victim = pids[cycle % len(pids)]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(functools.partial(_replaced, cluster, victim))
+            pids = shard_pids(cluster)
+        for writer in writers:
+            writer.wait_for(len(writer.acked) + 50)  # writes flow again
+            writer.stop.set()
+        check = cluster.connect().namespace("default")
+        for writer in writers:
+            writer.join()
+            assert writer.errors == []
+            check_all_present(check, writer.acked)
+    finally:
+        cluster.stop()
+
+
 def test_kill_9_of_the_coordinator_during_writes(small_cluster: Cluster) -> None:
     client = small_cluster.connect(timeout=3.0)
     writer = Writer(client.namespace("default"), "coordinator-kill")
