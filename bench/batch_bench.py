@@ -61,6 +61,7 @@ from bench.common import (
     make_console,
     print_ratios,
     print_table,
+    progress,
     redis_server,
     summary,
     write_json,
@@ -75,13 +76,8 @@ REDIS_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec")
 MODES = {"best": BatchMode.BEST_EFFORT, "aon": BatchMode.ALL_OR_NOTHING}
 
 console = make_console()
-_started = time.perf_counter()
 
 Op = Callable[[int], object]  # run batch number i
-
-
-def progress(message: str) -> None:
-    console.print(f"[dim]{time.perf_counter() - _started:7.1f} s  {message}[/dim]")
 
 
 @dataclass(frozen=True)

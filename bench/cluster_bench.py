@@ -72,6 +72,7 @@ from bench.common import (
     percentile,
     print_ratios,
     print_table,
+    progress,
     redis_info,
     redis_server,
     summary,
@@ -92,11 +93,6 @@ Op = Callable[[int], object]  # request i of the workload: set or get key i
 AsyncOp = Callable[[int], Awaitable[object]]
 
 console = make_console()
-_started = time.perf_counter()
-
-
-def progress(message: str) -> None:
-    console.print(f"[dim]{time.perf_counter() - _started:7.1f} s  {message}[/dim]")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import importlib.metadata
 import json
 import math
@@ -44,6 +45,7 @@ __all__ = [
     "percentile",
     "print_ratios",
     "print_table",
+    "progress",
     "redis_info",
     "redis_server",
     "redis_server_version",
@@ -206,6 +208,19 @@ def print_table(
     for row in rows:
         table.add_row(*("—" if cell is None else str(cell) for cell in row))
     (console or make_console()).print(table)
+
+
+STARTED = time.perf_counter()  # when the benchmark (this module's first import) started
+
+
+@functools.cache
+def _progress_console() -> Console:
+    return make_console()
+
+
+def progress(message: str) -> None:
+    """A dim line with the seconds since the benchmark started: where a long run is."""
+    _progress_console().print(f"[dim]{time.perf_counter() - STARTED:7.1f} s  {message}[/dim]")
 
 
 def print_ratios(ratios: dict[str, dict[str, Any]], console: Console | None = None) -> None:

@@ -38,6 +38,7 @@ from bench.common import (
     make_console,
     print_ratios,
     print_table,
+    progress,
     redis_info,
     redis_server,
     summary,
@@ -64,11 +65,6 @@ AOF_LOADED = re.compile(r"DB loaded from append only file: ([0-9.]+) seconds")
 REDIS_CHUNK = 10_000  # commands per pipeline round trip when loading redis
 
 console = make_console()
-_started = time.perf_counter()
-
-
-def progress(message: str) -> None:
-    console.print(f"[dim]{time.perf_counter() - _started:7.1f} s  {message}[/dim]")
 
 
 @dataclass(frozen=True)

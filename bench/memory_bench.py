@@ -39,6 +39,7 @@ from bench.common import (
     make_console,
     print_ratios,
     print_table,
+    progress,
     redis_info,
     redis_server,
     write_json,
@@ -52,11 +53,6 @@ REDIS_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--aof-use-rdb
 READY_TIMEOUT = 300.0
 
 console = make_console()
-_started = time.perf_counter()
-
-
-def progress(message: str) -> None:
-    console.print(f"[dim]{time.perf_counter() - _started:7.1f} s  {message}[/dim]")
 
 
 def batches(keys: int) -> list[tuple[list[str], list[str]]]:

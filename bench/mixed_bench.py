@@ -5,7 +5,7 @@ predicts scaling on more cores.
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.mixed_bench            # full: ~4 minutes
+    .venv/bin/python -m bench.mixed_bench            # full: ~7 minutes
     .venv/bin/python -m bench.mixed_bench --quick    # smoke run: ~1 minute
 
 Workloads (10,000 keys `key:%06d`, 100-byte values, every key written first):
@@ -15,14 +15,15 @@ Workloads (10,000 keys `key:%06d`, 100-byte values, every key written first):
               kvcluster (durability `interval`) with 1, 2 and 4 shards; redis-server
               with `appendfsync everysec`; the Manager dict (keeps nothing on disk).
   durability  sets only, from 4 client processes: kvcluster with `none`, `interval` and
-              `always` (2 shards) beside redis with no AOF, `everysec` and `always`.
+              `always` (1 and 2 shards) beside redis with no AOF, `everysec` and `always`.
   cpu         the shards' CPU seconds (psutil, via `stats()`) over the operations they
               served, in a separate run of 8 client processes per shard count with the
               post-reply polling off (KVCLUSTER_SPIN_US=0), so the figure is work, not
               waiting; and the client processes' own CPU per operation.
 
 Every client process connects, waits for a common start moment, runs for --seconds and
-reports its operations and CPU time; throughput is their sum over the window. Results
+reports its operations and CPU time; throughput is their sum over the window. Each case
+runs --repeats times in turns with the other peers, and the median run is kept. Results
 go to bench/results/mixed.json and mixed.png.
 """
 
@@ -50,6 +51,7 @@ import kvcluster
 from bench.cluster_bench import SharedDictManager
 from bench.common import (
     PACKAGES,
+    STARTED,
     check_target,
     environment,
     exit_on_sigterm,
@@ -57,6 +59,7 @@ from bench.common import (
     make_console,
     print_ratios,
     print_table,
+    progress,
     redis_server,
     write_json,
 )
@@ -76,11 +79,6 @@ REDIS_MODES = {
 REDIS_LABEL = {"none": "redis in memory", "interval": "redis everysec", "always": "redis always"}
 
 console = make_console()
-_started = time.perf_counter()
-
-
-def progress(message: str) -> None:
-    console.print(f"[dim]{time.perf_counter() - _started:7.1f} s  {message}[/dim]")
 
 
 @dataclass(frozen=True)
@@ -169,7 +167,15 @@ def preload(peer: Peer) -> None:
 # -- the three parts -------------------------------------------------------------------
 
 
-def mixes(root: str, pool: Any, manager: Peer, seconds: float, clients: tuple[int, ...]) -> dict[str, Any]:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput, with every run's throughput beside it."""
+    ordered = sorted(runs, key=lambda run: run["ops_per_s"])
+    return ordered[len(ordered) // 2] | {"runs_ops_per_s": [run["ops_per_s"] for run in runs]}
+
+
+def mixes(
+    root: str, pool: Any, manager: Peer, seconds: float, clients: tuple[int, ...], repeats: int
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         peers: dict[str, Peer] = {}
@@ -184,28 +190,36 @@ def mixes(root: str, pool: Any, manager: Peer, seconds: float, clients: tuple[in
             preload(peer)
         for mix, reads in MIXES.items():
             for n in clients:
-                for name, peer in peers.items():
-                    result = run_clients(pool, peer, n, reads, seconds)
-                    out.setdefault(mix, {}).setdefault(str(n), {})[name] = result
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in peers}
+                for _ in range(repeats):  # in turns: a change in the machine's load hits every peer alike
+                    for name, peer in peers.items():
+                        runs[name].append(run_clients(pool, peer, n, reads, seconds))
+                out.setdefault(mix, {})[str(n)] = {name: median_run(r) for name, r in runs.items()}
                 line = ", ".join(f"{k} {v['ops_per_s']:,.0f}" for k, v in out[mix][str(n)].items())
                 progress(f"{mix:5s} {n} client(s): {line}")
     return out
 
 
-def durability(root: str, pool: Any, seconds: float, clients: int) -> dict[str, Any]:
+def durability(root: str, pool: Any, seconds: float, clients: int, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode, args in REDIS_MODES.items():
         with (
             kvcluster.start(os.path.join(root, f"dur-{mode}"), shards=2, durability=mode) as cluster,
+            kvcluster.start(os.path.join(root, f"dur-1-{mode}"), shards=1, durability=mode) as one_shard,
             redis_server(os.path.join(root, f"dur-redis-{mode}"), *args) as server,
         ):
             pair = {
                 f"kvcluster {mode}": Peer("kvcluster", cluster.data_dir),
+                f"kvcluster {mode}, 1 shard": Peer("kvcluster", one_shard.data_dir),
                 REDIS_LABEL[mode]: Peer("redis", f"redis://127.0.0.1:{server.port}"),
             }
-            for name, peer in pair.items():
+            for peer in pair.values():
                 preload(peer)
-                out[name] = run_clients(pool, peer, clients, 0.0, seconds)
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in pair}
+            for _ in range(repeats):
+                for name, peer in pair.items():
+                    runs[name].append(run_clients(pool, peer, clients, 0.0, seconds))
+            out.update({name: median_run(r) for name, r in runs.items()})
             progress(
                 f"sets from {clients} clients, {mode}: " + ", ".join(f"{k} {out[k]['ops_per_s']:,.0f}/s" for k in pair)
             )
@@ -276,6 +290,9 @@ def ratios(results: dict[str, Any], clients: tuple[int, ...]) -> dict[str, Any]:
         out[f"sets from 4 clients, kvcluster {mode} ÷ {REDIS_LABEL[mode]}"] = check_target(
             dur[f"kvcluster {mode}"]["ops_per_s"] / dur[REDIS_LABEL[mode]]["ops_per_s"], target
         )
+        out[f"sets from 4 clients, kvcluster {mode} 1 shard ÷ {REDIS_LABEL[mode]}"] = check_target(
+            dur[f"kvcluster {mode}, 1 shard"]["ops_per_s"] / dur[REDIS_LABEL[mode]]["ops_per_s"], target
+        )
     return out
 
 
@@ -345,8 +362,16 @@ def plot(path: Path, results: dict[str, Any], clients: tuple[int, ...]) -> None:
     dur = results["durability"]
     modes = list(REDIS_MODES)
     xs = range(len(modes))
-    ax.bar([x - 0.2 for x in xs], [dur[f"kvcluster {m}"]["ops_per_s"] for m in modes], 0.4, label="kvcluster, 2 shards")
-    ax.bar([x + 0.2 for x in xs], [dur[REDIS_LABEL[m]]["ops_per_s"] for m in modes], 0.4, label="redis-py", color="C3")
+    ax.bar(
+        [x - 0.27 for x in xs],
+        [dur[f"kvcluster {m}, 1 shard"]["ops_per_s"] for m in modes],
+        0.27,
+        label="kvcluster, 1 shard",
+    )
+    ax.bar(list(xs), [dur[f"kvcluster {m}"]["ops_per_s"] for m in modes], 0.27, label="kvcluster, 2 shards", color="C1")
+    ax.bar(
+        [x + 0.27 for x in xs], [dur[REDIS_LABEL[m]]["ops_per_s"] for m in modes], 0.27, label="redis-py", color="C3"
+    )
     ax.set_xticks(list(xs), ["none / no AOF", "interval / everysec", "always / always"], fontsize="small")
     ax.set_title("sets from 4 client processes")
     ax.set_ylabel("ops/s")
@@ -358,7 +383,8 @@ def plot(path: Path, results: dict[str, Any], clients: tuple[int, ...]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=1.0, help="per case (default 1.0)")
-    parser.add_argument("--quick", action="store_true", help="1, 2 and 4 clients, 0.3 s per case")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each case, in turns; the median is kept")
+    parser.add_argument("--quick", action="store_true", help="1, 2 and 4 clients, 0.3 s per case, one run")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON path; the PNG goes beside it")
     return parser.parse_args(argv)
 
@@ -366,6 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     seconds = 0.3 if args.quick else args.seconds
+    repeats = 1 if args.quick else args.repeats
     clients = CLIENTS[:3] if args.quick else CLIENTS
     exit_on_sigterm()
     env = environment((*PACKAGES, "multiprocess"))
@@ -392,12 +419,13 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_clients": 8,
             },
         }
-        results["mixes"] = mixes(root, pool, Peer("manager", manager.address, authkey), seconds, clients)
-        results["durability"] = durability(root, pool, seconds, 4)
+        manager_peer = Peer("manager", manager.address, authkey)
+        results["mixes"] = mixes(root, pool, manager_peer, seconds, clients, repeats)
+        results["durability"] = durability(root, pool, seconds, 4, repeats)
         results["cpu"] = cpu(root, pool, seconds, 8)
     results["predicted_scaling"] = predicted_scaling(results["cpu"])
     results["ratios"] = ratios(results, clients)
-    results["elapsed_seconds"] = time.perf_counter() - _started
+    results["elapsed_seconds"] = time.perf_counter() - STARTED
     print_report(results, clients)
     out = write_json(args.out, results)
     plot(out.with_suffix(".png"), results, clients)

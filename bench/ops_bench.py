@@ -60,6 +60,7 @@ from bench.common import (
     percentile,
     print_ratios,
     print_table,
+    progress,
     redis_server,
     write_json,
 )
@@ -73,13 +74,8 @@ LOAD_BATCH = 1000
 TARGET_SIZE = 10_000  # the size whose get/set ratios are checked against the targets
 
 console = make_console()
-_started = time.perf_counter()
 
 Op = Callable[[str], object]
-
-
-def progress(message: str) -> None:
-    console.print(f"[dim]{time.perf_counter() - _started:7.1f} s  {message}[/dim]")
 
 
 def key(i: int) -> str:
