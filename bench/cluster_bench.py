@@ -142,6 +142,13 @@ def _the_shared_dict() -> dict[str, str]:
 SharedDictManager.register("shared_dict", callable=_the_shared_dict, proxytype=DictProxy)
 
 
+def connect_shared_dict(address: str, authkey: bytes) -> DictProxy[str, str]:
+    """The manager's one dict, over a connection of this process's own."""
+    manager = SharedDictManager(address=address, authkey=authkey)
+    manager.connect()
+    return manager.shared_dict()
+
+
 @dataclass(frozen=True)
 class Peer:
     """How to reach one server; picklable, so a worker process connects by itself."""
@@ -168,9 +175,7 @@ def connected(peer: Peer, n: int) -> Iterator[dict[str, Op]]:
         finally:
             r.close()
     else:
-        manager = SharedDictManager(address=peer.target, authkey=peer.authkey)
-        manager.connect()
-        shared = manager.shared_dict()
+        shared = connect_shared_dict(peer.target, peer.authkey)
         d_set, d_get = shared.__setitem__, shared.get
         yield {"set": lambda i: d_set(keys[i], values[i]), "get": lambda i: d_get(keys[i])}
 

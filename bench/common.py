@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "redis_info",
     "redis_server",
     "redis_server_version",
+    "save_results",
     "summary",
     "write_json",
 ]
@@ -187,6 +188,13 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(target)
     return target
+
+
+def save_results(path: Path, results: Any, plot: Callable[[Path, Any], None]) -> None:
+    """Write the JSON results to `path` and their plot beside it (same name, .png)."""
+    out = write_json(path, results)
+    plot(out.with_suffix(".png"), results)
+    make_console().print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 def make_console() -> Console:

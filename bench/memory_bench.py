@@ -42,7 +42,7 @@ from bench.common import (
     progress,
     redis_info,
     redis_server,
-    write_json,
+    save_results,
 )
 from kvcluster.errors import KVError
 
@@ -224,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         console,
     )
     print_ratios(results["ratios"], console)
-    out = write_json(args.out, results)
-    plot(out.with_suffix(".png"), results)
-    console.print(f"wrote {out} and {out.with_suffix('.png')}")
+    save_results(args.out, results, plot)
     return 0
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import random
 import resource
@@ -48,7 +49,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import kvcluster
-from bench.cluster_bench import SharedDictManager
+from bench.cluster_bench import SharedDictManager, connect_shared_dict
 from bench.common import (
     PACKAGES,
     STARTED,
@@ -61,7 +62,7 @@ from bench.common import (
     print_table,
     progress,
     redis_server,
-    write_json,
+    save_results,
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mixed.json"
@@ -104,9 +105,7 @@ def operations(peer: Peer) -> Iterator[tuple[Callable[[str], object], Callable[[
         finally:
             r.close()
     else:
-        manager = SharedDictManager(address=peer.target, authkey=peer.authkey)
-        manager.connect()
-        shared = manager.shared_dict()
+        shared = connect_shared_dict(peer.target, peer.authkey)
         yield shared.get, shared.__setitem__
 
 
@@ -427,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     results["ratios"] = ratios(results, clients)
     results["elapsed_seconds"] = time.perf_counter() - STARTED
     print_report(results, clients)
-    out = write_json(args.out, results)
-    plot(out.with_suffix(".png"), results, clients)
-    console.print(f"wrote {out} and {out.with_suffix('.png')} in {results['elapsed_seconds']:.0f} s")
+    save_results(args.out, results, functools.partial(plot, clients=clients))
     return 0
 
 

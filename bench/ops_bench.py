@@ -62,7 +62,7 @@ from bench.common import (
     print_table,
     progress,
     redis_server,
-    write_json,
+    save_results,
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ops.json"
@@ -382,9 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         results["results"] = measure(all_peers, sizes, seconds)
     results["ratios"] = ratios(results["results"])
     print_report(results)
-    out = write_json(args.out, results)
-    plot(out.with_suffix(".png"), results)
-    console.print(f"wrote {out} and {out.with_suffix('.png')}")
+    save_results(args.out, results, plot)
     return 0
 
 
