@@ -172,7 +172,9 @@ class ShardProcess:
         self.fence = SnapshotFence()
         self.streams = StreamServer(config.stream, config.max_message, self.poller)
         self.wakeup = StopSignal(self._stop)
-        self.moves = Mover(config.shard, self.store, self.context, self.poller, self._send, lambda: self.state.locks)
+        self.moves = Mover(
+            config.shard, self.store, self.context, self.poller, self._send, lambda: self.state.locks, self.limits
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 

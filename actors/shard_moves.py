@@ -32,7 +32,7 @@ from typing import Any, Final
 import zmq
 
 from kvcluster.actors.lock_waits import request_keys
-from kvcluster.codec import Op, Reply, Request, decode_reply, encode_error, encode_reply, encode_request
+from kvcluster.codec import Limits, Op, Reply, Request, decode_reply, encode_error, encode_reply, encode_request
 from kvcluster.errors import ClusterUnavailable, InvalidRequest
 from kvcluster.failpoints import failpoint
 from kvcluster.journal import VersionedStore
@@ -70,8 +70,11 @@ class Mover:
         poller: zmq.Poller,
         send: Callable[[Any, bytes], None],
         locks: Callable[[], dict[bytes, dict[bytes, bytes]]],
+        limits: Limits,
     ) -> None:
         self.shard = shard
+        self.limits = limits  # of the messages the new shards answer with
+        self.unpack_options = limits.unpack_options()
         self.store = store
         self.context = context
         self.poller = poller
@@ -120,6 +123,7 @@ class Mover:
             socket = self.context.socket(zmq.DEALER)
             socket.setsockopt(zmq.ROUTING_ID, identity)
             socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message)
             socket.connect(endpoint)
             self.sockets[int(target)] = socket
             self.by_socket[socket] = int(target)
@@ -353,7 +357,7 @@ class Mover:
             except zmq.Again:
                 return None
             try:
-                reply: Reply = decode_reply(payload)
+                reply: Reply = decode_reply(payload, self.unpack_options)
             except InvalidRequest:
                 continue
             if self.in_flight[target].pop(reply.seq, None) is not None and reply.status != 0:

@@ -16,6 +16,7 @@ import pytest
 import zmq
 
 from kvcluster.actors.shard_moves import SCAN_SLICE, Mover, remove_keys
+from kvcluster.codec import Limits
 from kvcluster.journal import VersionedStore
 from kvcluster.router.jump import shards_for
 
@@ -34,7 +35,7 @@ def store(tmp_path: Path) -> Iterator[VersionedStore]:
 @pytest.fixture
 def mover(store: VersionedStore) -> Iterator[Mover]:
     context: zmq.Context[Any] = zmq.Context()
-    moving = Mover(0, store, context, zmq.Poller(), lambda envelope, payload: None, dict)
+    moving = Mover(0, store, context, zmq.Poller(), lambda envelope, payload: None, dict, Limits())
     moving.active, moving.to = True, 2  # shard 0 of 1 grows to 2: half the keys go
     yield moving
     context.term()
