@@ -231,7 +231,7 @@ class BatchHandlers:
         """Validate an all-or-nothing batch: (ns, changes, consumed values, new keys), or
         {ok: False, errors} saying why not."""
         ns, limits = self.namespace(ns_arg)
-        if kind not in KINDS:
+        if type(kind) is not str or kind not in KINDS:  # (a list would not even hash)
             raise InvalidRequest(f"batch kind must be one of {sorted(KINDS)}, not {kind!r}")
         scope = self._scope(scope_code)
         errors: dict[bytes, list[str]] = {}
@@ -355,7 +355,9 @@ class BatchHandlers:
 
     @staticmethod
     def _scope(code: Any) -> Scope:
-        scope = _SCOPES.get(code)
+        """The scope a request names. (Its type first: a hostile map or list as a scope
+        would make the lookup raise TypeError, which no handler expects.)"""
+        scope = _SCOPES.get(code) if type(code) is int else None
         if scope is None:
             raise InvalidRequest(f"unknown scope {code!r}")
         return scope

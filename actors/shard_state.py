@@ -40,7 +40,6 @@ SCAN_PAGE_BYTES: Final = 1 << 20
 SCAN_PAGE_KEYS: Final = 1000
 SCAN_IDLE_SECONDS: Final = 60.0
 MAX_OPEN_SCANS: Final = 256
-_SCOPES: Final = {int(Scope.PERMANENT): Scope.PERMANENT, int(Scope.EPHEMERAL): Scope.EPHEMERAL}
 
 
 @dataclass(frozen=True)
@@ -136,9 +135,7 @@ class ShardState(BatchHandlers):
         ns, key = self._ns_key(args, 4)
         limits = self.namespaces[ns]
         value = self._value(args[2], limits)
-        scope = _SCOPES.get(args[3])
-        if scope is None:
-            raise InvalidRequest(f"unknown scope {args[3]!r}")
+        scope = self._scope(args[3])
         if limits.max_keys and self.store.get_raw(ns, key) is None:
             admission = self.quotas.admit(ns)
             if admission is Admission.WAIT:
@@ -191,9 +188,7 @@ class ShardState(BatchHandlers):
         cursor, limit, scope_code = args[1], args[2], args[3]
         if type(limit) is not int or not 0 < limit <= SCAN_PAGE_KEYS:
             raise InvalidRequest(f"scan page size must be 1..{SCAN_PAGE_KEYS}")
-        scope = None if scope_code is None else _SCOPES.get(scope_code)
-        if scope_code is not None and scope is None:
-            raise InvalidRequest(f"unknown scope {scope_code!r}")
+        scope = None if scope_code is None else self._scope(scope_code)
         self._expire_scans()
         if cursor is None:
             scan, cursor = _Scan(self.store.keys_raw(ns, scope)), self._open_scan()

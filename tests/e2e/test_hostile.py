@@ -37,6 +37,11 @@ HOSTILE: list[bytes] = [
     msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", b"\xc1", 1]),  # not msgpack
     msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", b"\x01\x02", 1]),  # two objects
     msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", b"\x01", 7]),  # unknown scope
+    # unhashable scopes: found by the fuzzer, each killed the shard (TypeError in a lookup)
+    msgpack.packb([VERSION, 1, 1, int(Op.SET), b"default", b"k", b"\x01", {}]),
+    msgpack.packb([VERSION, 1, 1, int(Op.SCAN), b"default", None, 10, [1]]),
+    msgpack.packb([VERSION, 1, 1, int(Op.MSET), b"default", [[b"k", b"\x01"]], {}]),
+    msgpack.packb([VERSION, 1, 1, int(Op.ATOMIC), b"default", [["delete"]], [b"k"], 1]),  # unhashable kind
     msgpack.packb([VERSION, 1, 1, int(Op.SCAN), b"default", "cursor", 10, None]),
     msgpack.packb([VERSION, 1, 1, int(Op.SCAN), b"default", None, 10**9, None]),
     msgpack.packb([VERSION, 1, 1, int(Op.STOP)]),  # a coordinator-only command
