@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import zmq
 
+from kvcluster import curve
 from kvcluster.actors.autosave import Autosaver
 from kvcluster.actors.decisions import DecisionLog
 from kvcluster.actors.links import ShardLinks
@@ -55,6 +56,7 @@ class CoordinatorConfig:
     max_message: int
     max_namespaces: int
     listen: str | None = None  # serve remote clients through a router process at this address
+    curve: bool = False  # ... which lets in only clients with allowed CURVE keys (kvcluster.curve)
     retention: dict[str, Any] | None = None  # archive limits named at start (the others: as recorded)
 
 
@@ -107,8 +109,15 @@ class Coordinator:
         self.router: ActorSlot[RouterConfig] | None = None
         if config.listen:
             router_config = RouterConfig(
-                config.data_dir, config.listen, self.map.coordinator, self.map.endpoints, config.max_message
+                config.data_dir,
+                config.listen,
+                self.map.coordinator,
+                self.map.endpoints,
+                config.max_message,
+                config.curve,
             )
+            if config.curve:
+                curve.server_keys(config.data_dir)  # made now: `start` can tell where the public key is
             self.router = ActorSlot("router", run_router, router_config, self.data.run)
         self.wakeup = StopSignal(self._request_shutdown)
         self.broker = QuotaBroker(self.quota, self.links, self._live, self._before_release)

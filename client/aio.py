@@ -40,19 +40,34 @@ __all__ = ["AsyncClient", "AsyncNamespace"]
 class AsyncClient:
     """A connection to one cluster for asyncio code. Make one with `await AsyncClient.connect(...)`."""
 
-    def __init__(self, address: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        key: str | os.PathLike[str] | None = None,
+        server_key: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not timeout > 0:
             raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
         self.timeout = float(timeout)
-        self.target: Target = resolve(address)
+        self.target: Target = resolve(address, (key, server_key))
         self._generation = -1
         self._closed = False
         self._notices: set[asyncio.Task[Any]] = set()
         self.core = ClientCore(ClusterMap(1, ("",), self.target.admin_endpoint), max_message=DEFAULT_MAX_MESSAGE)
 
     @classmethod
-    async def connect(cls, address: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> AsyncClient:
-        client = cls(address, timeout=timeout)
+    async def connect(
+        cls,
+        address: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        key: str | os.PathLike[str] | None = None,
+        server_key: str | os.PathLike[str] | None = None,
+    ) -> AsyncClient:
+        """A connected client; `key` and `server_key` as for kvcluster.connect (CURVE)."""
+        client = cls(address, timeout=timeout, key=key, server_key=server_key)
         await client._open()
         return client
 
@@ -86,7 +101,7 @@ class AsyncClient:
     def _make_link(self, plan: LinkPlan) -> AsyncStreamLink | AsyncZmqLink:
         if plan.kind == "stream":
             return AsyncStreamLink(plan.address, self._limits)
-        return AsyncZmqLink(self._context, plan.address, self._identity, self._limits, plan.tag)
+        return AsyncZmqLink(self._context, plan.address, self._identity, self._limits, plan.tag, self.target.keys)
 
     async def _exchange(self, link: AsyncStreamLink | AsyncZmqLink, call: Call, timeout: float) -> Any:
         seq = next(self._seq)

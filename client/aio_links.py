@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from kvcluster.client.links import ConnectionLost
 from kvcluster.codec import Limits, Reply, decode_reply
+from kvcluster.curve import ClientKeys
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, Timeout
 
 __all__ = ["AsyncStreamLink", "AsyncZmqLink"]
@@ -178,6 +179,7 @@ class AsyncZmqLink:
         identity: bytes,
         limits: Limits,
         target: bytes | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.target = target  # a router's routing tag, sent in front of every request
         self.options = limits.unpack_options()
@@ -187,6 +189,8 @@ class AsyncZmqLink:
         self.socket.setsockopt(zmq.ROUTING_ID, identity + (b"/" + target if target else b""))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message)
+        if keys is not None:
+            keys.apply(self.socket)
         self.socket.connect(endpoint)
         self.pending = _Pending()
         self._reader: asyncio.Task[None] | None = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kvcluster.codec import DEFAULT_MAX_MESSAGE
+from kvcluster.curve import ClientKeys
 from kvcluster.datadir import DataDir
 from kvcluster.errors import ClusterUnavailable, InvalidRequest
 from kvcluster.router.clustermap import ClusterMap
@@ -26,6 +27,12 @@ class Target:
     admin_endpoint: str  # the coordinator, or the router
     via_router: bool  # every request goes through the router, tagged with its target
     data_dir: str | None = None
+    keys: ClientKeys | None = None  # CURVE keys for a router that asks for them
+
+    @property
+    def key_paths(self) -> tuple[str, str] | None:
+        """Where the CURVE keys were read from: what a pickled proxy carries."""
+        return None if self.keys is None else self.keys.paths
 
     def link_plan(self, cluster_map: ClusterMap, shard: int) -> LinkPlan:
         """How to reach `shard`: through the router, over its stream, or over ZeroMQ."""
@@ -72,10 +79,19 @@ def map_from_answer(info: Any) -> tuple[ClusterMap, int]:
     return ClusterMap.from_wire(info), int(info.get("max_message", DEFAULT_MAX_MESSAGE))
 
 
-def resolve(address: str | os.PathLike[str]) -> Target:
+def resolve(address: str | os.PathLike[str], key_paths: tuple[Any, Any] | None = None) -> Target:
+    """Where `address` leads. `key_paths`: (this client's NAME.key_secret, the cluster's
+    server.key), for a router with CURVE; both or neither."""
     text = os.fspath(address)
+    keys = None
+    if key_paths is not None and key_paths != (None, None):
+        if None in key_paths:
+            raise InvalidRequest("CURVE needs both key (this client's NAME.key_secret) and server_key")
+        if not text.startswith("tcp://"):
+            raise InvalidRequest("CURVE keys are for a router's tcp:// address; local clients need none")
+        keys = ClientKeys.load(*key_paths)
     if text.startswith("tcp://"):
-        return Target(text, text, via_router=True)
+        return Target(text, text, via_router=True, keys=keys)
     if text.startswith("ipc://"):
         return Target(text, text, via_router=False)  # a coordinator's own endpoint
     if "://" in text:

@@ -17,6 +17,7 @@ from typing import Any, Final
 import zmq
 
 from kvcluster.codec import Limits, Reply, decode_reply
+from kvcluster.curve import ClientKeys
 from kvcluster.errors import ClusterUnavailable, Timeout
 
 __all__ = ["ConnectionLost", "StreamLink", "ZmqLink"]
@@ -40,7 +41,13 @@ class ZmqLink:
     sent in front of every request when the peer is a router."""
 
     def __init__(
-        self, context: zmq.Context[Any], endpoint: str, identity: bytes, limits: Limits, target: bytes | None = None
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        identity: bytes,
+        limits: Limits,
+        target: bytes | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.target = target
         self.limits = limits
@@ -51,6 +58,8 @@ class ZmqLink:
         self.socket.setsockopt(zmq.ROUTING_ID, identity + (b"/" + target if target else b""))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message)
+        if keys is not None:
+            keys.apply(self.socket)
         self.socket.connect(endpoint)
 
     def exchange(self, payload: bytes, seq: int, timeout: float) -> Reply:

@@ -37,7 +37,8 @@ class Namespace:
         return f"Namespace({self.name!r} at {self.client.target.address!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore_namespace, (self.client.target.address, self.client.timeout, self.name))
+        client = self.client
+        return (_restore_namespace, (client.target.address, client.timeout, self.name, client.target.key_paths))
 
     # -- single keys -----------------------------------------------------------------
 
@@ -168,21 +169,22 @@ class Namespace:
         return dict(client.run(call))
 
 
-_shared: dict[tuple[str, float, int], Client] = {}
+_shared: dict[tuple[str, float, tuple[str, str] | None, int], Client] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_client(address: str, timeout: float) -> Client:
-    """One client per (address, timeout) in this process, made on first use."""
+def shared_client(address: str, timeout: float, key_paths: tuple[str, str] | None = None) -> Client:
+    """One client per (address, timeout, keys) in this process, made on first use."""
     from kvcluster.client.sync import Client
 
-    key = (address, timeout, fork_generation())
+    shared = (address, timeout, key_paths, fork_generation())
     with _shared_lock:
-        client = _shared.get(key)
+        client = _shared.get(shared)
         if client is None:
-            client = _shared[key] = Client(address, timeout=timeout)
+            key, server_key = key_paths or (None, None)
+            client = _shared[shared] = Client(address, timeout=timeout, key=key, server_key=server_key)
         return client
 
 
-def _restore_namespace(address: str, timeout: float, name: str) -> Namespace:
-    return Namespace(shared_client(address, timeout), name)
+def _restore_namespace(address: str, timeout: float, name: str, key_paths: tuple[str, str] | None = None) -> Namespace:
+    return Namespace(shared_client(address, timeout, key_paths), name)

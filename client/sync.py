@@ -45,11 +45,18 @@ NOTICE_TIMEOUT = 1.0  # seconds to deliver a notice to a peer that is restarting
 class Client:
     """A connection to one cluster. Use `kvcluster.connect(address)` to make one."""
 
-    def __init__(self, address: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        key: str | os.PathLike[str] | None = None,
+        server_key: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not timeout > 0:
             raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
         self.timeout = float(timeout)
-        self.target: Target = resolve(address)
+        self.target: Target = resolve(address, (key, server_key))
         self._lock = threading.Lock()
         self._closed = False
         self._generation = -1
@@ -91,7 +98,7 @@ class Client:
     def _make_link(self, plan: LinkPlan) -> ZmqLink | StreamLink:
         if plan.kind == "stream":
             return StreamLink(plan.address, self._limits, self.timeout)
-        return ZmqLink(self._context, plan.address, self._identity, self._limits, plan.tag)
+        return ZmqLink(self._context, plan.address, self._identity, self._limits, plan.tag, self.target.keys)
 
     def _exchange(self, link: ZmqLink | StreamLink, call: Call, timeout: float) -> Any:
         seq = next(self._seq)
@@ -283,8 +290,9 @@ class Client:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled, a client is its address: the copy connects in its own process."""
-        return (Client._restore, (self.target.address, self.timeout))
+        return (Client._restore, (self.target.address, self.timeout, self.target.key_paths))
 
     @staticmethod
-    def _restore(address: str, timeout: float) -> Client:
-        return Client(address, timeout=timeout)
+    def _restore(address: str, timeout: float, key_paths: tuple[str, str] | None = None) -> Client:
+        key, server_key = key_paths or (None, None)
+        return Client(address, timeout=timeout, key=key, server_key=server_key)

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from typing import Any
 
 from kvcluster.actors.coordinator import CoordinatorConfig
@@ -33,9 +32,17 @@ __all__ = ["Cluster", "connect", "launch", "start", "wait_until_ready"]
 DEFAULT_START_TIMEOUT = 60.0
 
 
-def connect(address: str | os.PathLike[str], *, timeout: float = 10.0) -> Client:
-    """A client of the cluster at `address`: a data directory, or a router's tcp:// address."""
-    return Client(address, timeout=timeout)
+def connect(
+    address: str | os.PathLike[str],
+    *,
+    timeout: float = 10.0,
+    key: str | os.PathLike[str] | None = None,
+    server_key: str | os.PathLike[str] | None = None,
+) -> Client:
+    """A client of the cluster at `address`: a data directory, or a router's tcp://
+    address. A router with CURVE needs `key` (this client's NAME.key_secret, allowed
+    there) and `server_key` (the cluster's public key, DATA/keys/server.key)."""
+    return Client(address, timeout=timeout, key=key, server_key=server_key)
 
 
 def _config(
@@ -46,6 +53,7 @@ def _config(
     buffer_size: int,
     listen: str | None = None,
     retention: Retention | dict[str, Any] | None = None,
+    curve: bool | None = None,
 ) -> CoordinatorConfig:
     count = (os.cpu_count() or 1) if shards is None else shards
     if type(count) is not int or not 1 <= count <= 1024:
@@ -59,8 +67,9 @@ def _config(
         buffer_size=buffer_size,
         max_message=DEFAULT_MAX_MESSAGE,
         max_namespaces=max_namespaces,
-        listen=_listen_address(listen),
+        listen=_listen_address(listen, curve),
         retention=_retention_limits(retention),
+        curve=bool(listen) and (curve if curve is not None else not _loopback(listen or "")),
     )
 
 
@@ -75,20 +84,23 @@ def _retention_limits(retention: Retention | dict[str, Any] | None) -> dict[str,
     return dict(retention)
 
 
-def _listen_address(listen: str | None) -> str | None:
-    """A router address: tcp://host:port. Loopback unless the user names another host."""
+def _listen_address(listen: str | None, curve: bool | None) -> str | None:
+    """A router address: tcp://host:port. Beyond loopback only with CURVE (the default
+    there): a router that anyone on the network could use is refused."""
     if listen is None:
         return None
     if not listen.startswith("tcp://") or ":" not in listen[6:]:
         raise InvalidRequest(f"--listen takes tcp://host:port, not {listen!r}")
-    host = listen[6:].rsplit(":", 1)[0]
-    if host not in ("127.0.0.1", "localhost", "[::1]"):
-        warnings.warn(
-            f"the router at {listen} accepts requests from anyone who can reach it: "
-            "it has no authentication yet (keep it on loopback or behind a firewall)",
-            stacklevel=3,
+    if not _loopback(listen) and curve is False:
+        raise InvalidRequest(
+            f"the router at {listen} could be reached from other hosts: it needs CURVE keys "
+            "(leave curve on, and let clients in with `kvcluster keygen NAME --allow DATA_DIR`)"
         )
     return listen
+
+
+def _loopback(listen: str) -> bool:
+    return listen[6:].rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
 
 
 def _check_shard_count(path: str, shards: int | None) -> None:
@@ -190,13 +202,16 @@ def start(
     listen: str | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
     retention: Retention | None = None,
+    curve: bool | None = None,
 ) -> Cluster:
     """Start a local cluster in child processes and wait until it serves.
 
     `data_dir` defaults to a temporary directory removed on stop; `shards` to one per
     core. `retention` sets which archives every shard keeps (how far back point-in-time
     recovery reaches); it is kept in `cluster.json`, so None keeps what is recorded
-    (the `Retention()` defaults for a new cluster). The cluster stops with
+    (the `Retention()` defaults for a new cluster). With `listen`, a router serves
+    remote clients; `curve` (default: on unless it listens on loopback) lets in only
+    clients with allowed CURVE keys (kvcluster.curve). The cluster stops with
     `Cluster.stop()`, at the end of a `with` block, at interpreter exit, or when this
     process dies.
     """
@@ -204,7 +219,8 @@ def start(
     path = tempfile.mkdtemp(prefix="kvcluster-") if data_dir is None else os.path.abspath(os.fspath(data_dir))
     _check_shard_count(path, shards)
     config = SupervisorConfig(
-        _config(path, shards, durability, max_namespaces, buffer_size, listen, retention), watch_parent=os.getpid()
+        _config(path, shards, durability, max_namespaces, buffer_size, listen, retention, curve),
+        watch_parent=os.getpid(),
     )
     process = launch(config, detach=False)
     try:

@@ -18,7 +18,9 @@ from typing import Any, Final
 
 import msgpack
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
+from kvcluster import curve
 from kvcluster.codec import Op, encode_error
 from kvcluster.datadir import DataDir
 from kvcluster.errors import InvalidRequest, KVError
@@ -59,6 +61,7 @@ class RouterConfig:
     coordinator: str
     endpoints: tuple[str, ...]
     max_message: int
+    curve: bool = False  # clients authenticate with CURVE keys from the allowlist (kvcluster.curve)
 
 
 def peek(payload: bytes) -> tuple[int | None, int | None]:
@@ -88,6 +91,33 @@ class RouterProcess:
         self.stopping = False
         self.poller = zmq.Poller()
         self.wakeup = StopSignal(self._stop)
+        self.authenticator: ThreadAuthenticator | None = None
+        self.allowlist_seen = -1.0  # mtime of the allowlist folder when last read
+        if config.curve:
+            self._start_curve()
+
+    def _start_curve(self) -> None:
+        """CURVE on the client side: the cluster's keys, and a ZAP handler (a thread of
+        this process) that lets in only the public keys in the allowlist folder."""
+        public, secret = curve.server_keys(self.config.data_dir)
+        self.authenticator = ThreadAuthenticator(self.context)
+        self.authenticator.start()
+        self._read_allowlist()
+        self.frontend.curve_secretkey = secret
+        self.frontend.curve_publickey = public
+        self.frontend.curve_server = True
+
+    def _read_allowlist(self) -> None:
+        """Read the allowed keys again when the folder changed (a key added or removed)."""
+        folder = curve.allowed_dir(self.config.data_dir)
+        try:
+            changed = folder.stat().st_mtime
+        except OSError:
+            changed = 0.0
+        if self.authenticator is not None and changed != self.allowlist_seen:
+            self.allowlist_seen = changed
+            self.authenticator.configure_curve(domain="*", location=str(folder))
+            log.info("router: allowlist read from %s", folder)
 
     def _stop(self) -> None:
         self.stopping = True
@@ -110,6 +140,7 @@ class RouterProcess:
         for backend in (self.coordinator, *self.shards):
             poller.register(backend, zmq.POLLIN)
         while not self.stopping:
+            self._read_allowlist()
             for item, _events in poller.poll(1000):
                 if item is self.frontend:
                     self._forward_requests()
@@ -117,6 +148,8 @@ class RouterProcess:
                     self._forward_replies(item)
                 else:
                     self.wakeup.drain()
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self.context.destroy(linger=0)
 
     def _forward_requests(self) -> None:

@@ -24,6 +24,11 @@ STOP_TIMEOUT = 30.0
 @click.option("--durability", type=click.Choice([d.value for d in Durability]), default="interval", show_default=True)
 @click.option("--max-namespaces", type=click.IntRange(0), default=0, help="0: no limit.")
 @click.option("--listen", default=None, help="Also serve remote clients through a router at tcp://host:port.")
+@click.option(
+    "--curve/--no-curve",
+    default=None,
+    help="Let in only clients with allowed CURVE keys [on unless --listen is loopback; required beyond it].",
+)
 @click.option("--foreground", is_flag=True, help="Stay attached; ^C stops the cluster.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for every shard.")
 @retention_options
@@ -34,6 +39,7 @@ def start(
     durability: str,
     max_namespaces: int,
     listen: str | None,
+    curve: bool | None,
     foreground: bool,
     timeout: float,
     retention: dict[str, Any] | None,
@@ -50,7 +56,7 @@ def start(
     path = os.path.abspath(data_dir)
     _check_shard_count(path, shards)
     config = SupervisorConfig(
-        _config(path, shards, durability, max_namespaces, DEFAULT_SHARD_BUFFER_SIZE, listen, retention)
+        _config(path, shards, durability, max_namespaces, DEFAULT_SHARD_BUFFER_SIZE, listen, retention, curve)
     )
     process = launch(config, detach=not foreground)
     try:
@@ -60,7 +66,11 @@ def start(
         raise
     click.echo(f"kvcluster is running on {path} (supervisor pid {process.pid}); logs in {path}/logs")
     click.echo(f"  python: kvcluster.connect({path!r})")
-    if listen:
+    if listen and config.coordinator.curve:
+        server_key = os.path.join(path, "keys", "server.key")
+        click.echo(f"  remote: kvcluster.connect({listen!r}, key=YOUR.key_secret, server_key={server_key!r})")
+        click.echo(f"          (let a client in: kvcluster keygen NAME --allow {path})")
+    elif listen:
         click.echo(f"  remote: kvcluster.connect({listen!r})")
     click.echo(f"  stop:   kvcluster stop --data-dir {path}")
     if foreground:
@@ -194,3 +204,30 @@ def resize(data_dir: str, address: str | None, shards: int, as_json: bool) -> No
         f"resized from {summary['from']} to {summary['to']} shards: "
         f"{summary['moved']:,} keys moved in {summary['seconds']:.2f} s"
     )
+
+
+@main.command()
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True, help="Where the pair goes.")
+@click.option(
+    "--allow",
+    "allow_in",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also let this client into the cluster at this data directory.",
+)
+@kv_errors
+def keygen(name: str, out: str, allow_in: str | None) -> None:
+    """Make a CURVE key pair NAME.key (public) and NAME.key_secret for a remote client.
+
+    The client connects with kvcluster.connect("tcp://host:port", key="NAME.key_secret",
+    server_key="DATA/keys/server.key"); the router lets it in once NAME.key is in
+    DATA/keys/allowed/ (--allow DATA puts it there; the router notices by itself).
+    """
+    from kvcluster import curve
+
+    public, secret = curve.generate(out, name)
+    click.echo(f"public key: {public}\nsecret key: {secret} (keep it private)")
+    if allow_in is not None:
+        allowed = curve.allow(os.path.abspath(allow_in), public)
+        click.echo(f"allowed in {allow_in}: {allowed}")
