@@ -84,8 +84,8 @@ def last_nonzero(buf: Image, start: int, stop: int) -> int:
 class RecordScan:
     """Iterate the valid records of `buf[start:stop]`.
 
-    During iteration `position` is the offset just past the last record yielded; once
-    iteration ends it is where valid records end, and `damage` is None when only zero
+    `position` is set when iteration ends (the hot loop keeps it in a local): it is
+    where valid records end, and `damage` is None when only zero
     bytes follow, else a description of what was found there. With `final=False` the
     image is a window of a longer stream (an archive being inflated): a record cut by
     `stop` sets `needs_more` instead of being damage.

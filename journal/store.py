@@ -301,6 +301,11 @@ class VersionedStore(BatchWrites):
         """Writes wait in the journal for a flush."""
         return self._writer.dirty
 
+    @property
+    def durable_position(self) -> int:
+        """Bytes of the active journal known to be on disk: what survives a power cut."""
+        return self._writer.flushed
+
     # -- durability ----------------------------------------------------------------
 
     def flush(self) -> None:

@@ -24,6 +24,7 @@ class ChildRun:
     """What one writer child acknowledged before it died."""
 
     acked: list[tuple[int, int | None]] = field(default_factory=list)  # (op index, ts)
+    durable: int = 0  # bytes of the active journal on disk at the last ack
     returncode: int | None = None
     stderr: str = ""
 
@@ -57,14 +58,14 @@ def run_writer(
             proc.wait(timeout)
             raise RuntimeError(f"writer child failed to start: {first!r} {proc.stderr.read()}")
         for line in proc.stdout:
-            run.acked.append(_parse(line))
+            _ack(run, line)
             if kill_after is not None and len(run.acked) >= kill_after:
                 proc.send_signal(signal.SIGKILL)
                 break
         rest = proc.stdout.read()  # acks written before the child died still count
         for line in rest.splitlines(keepends=True):
             if line.endswith("\n"):
-                run.acked.append(_parse(line))
+                _ack(run, line)
         run.returncode = proc.wait(timeout)
         run.stderr = proc.stderr.read()
     finally:
@@ -76,9 +77,10 @@ def run_writer(
     return run
 
 
-def _parse(line: str) -> tuple[int, int | None]:
-    index, ts = line.split()
-    return int(index), None if ts == "-" else int(ts)
+def _ack(run: ChildRun, line: str) -> None:
+    index, ts, durable = line.split()
+    run.acked.append((int(index), None if ts == "-" else int(ts)))
+    run.durable = int(durable)
 
 
 class Model:

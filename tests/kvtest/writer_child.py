@@ -4,7 +4,9 @@
 
 Each operation comes from `operations(SEED)`, so the parent can replay the same
 sequence; after an operation returns, one line goes to stdout (and is flushed):
-``<index> <ts or ->``. A line received by the parent is an acknowledged write.
+``<index> <ts or -> <durable position>``. A line received by the parent is an
+acknowledged write; the durable position is how much of the active journal was on
+disk then (what a power cut would leave).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def main() -> None:
                 ts = store.delete("ns", key)
             else:
                 store.rotate()
-            out.write(f"{index} {ts if ts is not None else '-'}\n")
+            out.write(f"{index} {ts if ts is not None else '-'} {store.durable_position}\n")
             out.flush()
 
 
