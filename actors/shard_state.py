@@ -55,6 +55,9 @@ class _Scan:
     last_used: float = field(default_factory=time.monotonic)
 
 
+MAX_TIMESTAMP: Final = 1 << 63  # µs; the journal stores timestamps as unsigned 64-bit
+
+
 def _bytes_arg(value: Any, what: str, limit: int) -> bytes:
     if type(value) is not bytes or not 0 < len(value) <= limit:
         raise InvalidRequest(f"{what} must be 1..{limit} bytes")
@@ -217,6 +220,8 @@ class ShardState(BatchHandlers):
     def _txn_commit(self, args: list[Any]) -> Any:
         if len(args) != 2 or type(args[0]) is not bytes or type(args[1]) is not int:
             raise InvalidRequest("TXN_COMMIT takes [txn, ts]")
+        if not 0 < args[1] < MAX_TIMESTAMP:  # the journal's field; found by fuzzing: a negative one killed the shard
+            raise InvalidRequest(f"a commit timestamp is 1..{MAX_TIMESTAMP - 1} µs, not {args[1]}")
         self.commit(args[0], args[1])
         return None
 

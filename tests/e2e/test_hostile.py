@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -202,3 +203,25 @@ def test_a_stream_applies_every_request_even_with_a_repeated_seq(shard_target: t
             answers.append(decode_reply(sock.recv(length, socket.MSG_WAITALL)))
     assert answers[0].status == 0 and answers[1].status == 0
     assert answers[1].result > answers[0].result
+
+
+def test_a_commit_with_an_impossible_timestamp_is_refused(
+    dealer: zmq.Socket[Any], shard_target: tuple[str, str, int], client: Client
+) -> None:
+    """Found by fuzzing: a TXN_COMMIT of a prepared transaction with a negative
+    timestamp failed to pack its journal record (struct.error) and killed the shard."""
+    epoch = shard_target[2]
+    key = next(f"evil-{i}" for i in range(1000) if client.core.map.shard_for(b"default", f"evil-{i}".encode()) == 0)
+    deadline = (time.time_ns() // 1000) + 60_000_000
+    dealer.send(
+        encode_request(
+            61, epoch, Op.TXN_PREPARE, b"default", b"evil-txn", deadline, "set", [[key.encode(), b"\x01"]], 1
+        )
+    )
+    assert decode_reply(dealer.recv()).status == 0
+    for ts in (-(2**62), 0, 2**64 - 1):
+        dealer.send(encode_request(62, epoch, Op.TXN_COMMIT, b"evil-txn", ts))
+        assert decode_reply(dealer.recv()).status == "invalid_request"
+    dealer.send(encode_request(63, epoch, Op.TXN_ABORT, b"evil-txn"))
+    assert decode_reply(dealer.recv()).status == 0
+    assert client.namespace("default").get(key) is None  # the shard serves, and nothing was applied
