@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from kvtest.network import free_port
 from kvtest.waiting import wait_until
 
 import kvcluster
@@ -22,12 +22,6 @@ from kvcluster.cli import main
 from kvcluster.curve import allow, allowed_dir, generate, keys_dir
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
