@@ -39,12 +39,15 @@ def run_writer(
     env: Mapping[str, str] | None = None,
     limit: int | None = None,
     timeout: float = 60.0,
+    pause: float = 0.0,
 ) -> ChildRun:
     """Run a writer child; SIGKILL it once `kill_after` acks arrived (None: let it run)."""
     command = [sys.executable, "-m", "kvtest.writer_child", directory, str(seed), "--durability", durability]
     command += ["--buffer", str(buffer)]
     if limit is not None:
         command += ["--limit", str(limit)]
+    if pause:
+        command += ["--pause", str(pause)]
     child_env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     child_env.update(env or {})
     proc = subprocess.Popen(

@@ -1,6 +1,6 @@
 """A child process that writes to a store until it is killed, acknowledging each write.
 
-    python -m kvtest.writer_child DIR SEED [--durability MODE] [--buffer BYTES] [--limit N]
+    python -m kvtest.writer_child DIR SEED [--durability MODE] [--buffer BYTES] [--limit N] [--pause S]
 
 Each operation comes from `operations(SEED)`, so the parent can replay the same
 sequence; after an operation returns, one line goes to stdout (and is flushed):
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import time
 from collections.abc import Iterator
 
 from kvcluster.journal import VersionedStore
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--durability", default="none")
     parser.add_argument("--buffer", type=int, default=1 << 16)
     parser.add_argument("--limit", type=int, default=10**9)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between writes (a slow writer)")
     args = parser.parse_args()
     out = sys.stdout
     with VersionedStore.open(args.directory, buffer_size=args.buffer, durability=args.durability) as store:
@@ -60,6 +62,8 @@ def main() -> None:
                 store.rotate()
             out.write(f"{index} {ts if ts is not None else '-'} {store.durable_position}\n")
             out.flush()
+            if args.pause:
+                time.sleep(args.pause)  # pacing the workload: 100 ms then spans a few writes
 
 
 if __name__ == "__main__":
