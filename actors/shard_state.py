@@ -29,6 +29,7 @@ from kvcluster.errors import (
     ValueTooLarge,
 )
 from kvcluster.journal import VersionedStore
+from kvcluster.journal.format import MAX_TIMESTAMP
 from kvcluster.keys import MAX_KEY_BYTES, MAX_NAMESPACE_BYTES
 from kvcluster.scope import Scope
 from kvcluster.values import unpack_value
@@ -53,9 +54,6 @@ class _Scan:
     keys: list[bytes]
     position: int = 0
     last_used: float = field(default_factory=time.monotonic)
-
-
-MAX_TIMESTAMP: Final = 1 << 63  # µs; the journal stores timestamps as unsigned 64-bit
 
 
 def _bytes_arg(value: Any, what: str, limit: int) -> bytes:

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 import kvcluster
+from kvcluster.quickbench import free_port
 
 __all__ = [
     "RedisServer",
@@ -250,13 +251,6 @@ def print_ratios(ratios: dict[str, dict[str, Any]], console: Console | None = No
 
 
 # -- redis-server ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (another process may still take it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def redis_info(client: redis.Redis, section: str) -> dict[str, Any]:

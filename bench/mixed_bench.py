@@ -39,7 +39,6 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import kvcluster
-from bench.cluster_bench import SharedDictManager, connect_shared_dict
+from bench.cluster_bench import Peer, SharedDictManager, connect_shared_dict
 from bench.common import (
     PACKAGES,
     STARTED,
@@ -80,15 +79,6 @@ REDIS_MODES = {
 REDIS_LABEL = {"none": "redis in memory", "interval": "redis everysec", "always": "redis always"}
 
 console = make_console()
-
-
-@dataclass(frozen=True)
-class Peer:
-    """How a worker process reaches a store (picklable)."""
-
-    kind: str  # kvcluster, redis or manager
-    target: str
-    authkey: bytes = b""
 
 
 @contextlib.contextmanager

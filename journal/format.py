@@ -81,6 +81,9 @@ READABLE_VERSIONS: Final = frozenset({1, 2})
 _HEADER = struct.Struct("<8sHHIQI")  # magic, version, flags, reserved, base_ts, reserved
 _HEADER_CRC = struct.Struct("<I")
 HEADER_SIZE: Final = _HEADER.size + _HEADER_CRC.size  # 32
+# Timestamps are µs in an unsigned 64-bit field; a timestamp from outside (a commit's)
+# must stay below half of it, so a clock that observes it can still move on.
+MAX_TIMESTAMP: Final = 1 << 63
 
 TYPE_PUT: Final = 1
 TYPE_DELETE: Final = 2

@@ -61,6 +61,7 @@ __all__ = [
     "PeerReport",
     "ProgressFn",
     "environment",
+    "free_port",
     "plan",
     "run",
 ]
@@ -217,7 +218,7 @@ def _redis(directory: str) -> Iterator[_Driver]:
     executable = shutil.which("redis-server")
     if executable is None:  # it was there when the peers were planned
         raise _Unavailable("redis-server is no longer on PATH")
-    port = _free_port()
+    port = free_port()
     log = os.path.join(directory, "redis.log")
     command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--daemonize", "no"]
     # errors before redis opens its log (a bad option, a taken port) go to stdout
@@ -492,7 +493,7 @@ def _redis_server_version(executable: str) -> str | None:
     return found.group(1) if found else out.strip() or None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (a race with other programs is reported as unavailable)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
