@@ -28,7 +28,7 @@ from kvcluster.actors.shard import SPIN, ShardConfig, run_shard
 from kvcluster.actors.snapshots import SnapshotJob, Snapshotter
 from kvcluster.actors.stats import ProcessStats, status_object
 from kvcluster.actors.streams import StreamConnection, StreamServer
-from kvcluster.actors.supervision import ActorSlot
+from kvcluster.actors.supervision import MAX_RESTART_DELAY, ActorSlot
 from kvcluster.codec import Limits, Op, Reply, Request, decode_request, encode_error, encode_reply, request_seq
 from kvcluster.config import Durability
 from kvcluster.datadir import DataDir, adopt_retention
@@ -58,6 +58,7 @@ class CoordinatorConfig:
     listen: str | None = None  # serve remote clients through a router process at this address
     curve: bool = False  # ... which lets in only clients with allowed CURVE keys (kvcluster.curve)
     retention: dict[str, Any] | None = None  # archive limits named at start (the others: as recorded)
+    max_restart_delay: float = MAX_RESTART_DELAY  # cap on the crash-loop backoff, seconds
 
 
 class Coordinator:
@@ -96,6 +97,7 @@ class Coordinator:
                     retention=self.manifest["retention"],
                 ),
                 self.data.run,
+                max_restart_delay=config.max_restart_delay,
             )
             for i, endpoint in enumerate(self.map.endpoints)
         ]
@@ -118,7 +120,9 @@ class Coordinator:
             )
             if config.curve:
                 curve.server_keys(config.data_dir)  # made now: `start` can tell where the public key is
-            self.router = ActorSlot("router", run_router, router_config, self.data.run)
+            self.router = ActorSlot(
+                "router", run_router, router_config, self.data.run, max_restart_delay=config.max_restart_delay
+            )
         self.wakeup = StopSignal(self._request_shutdown)
         self.broker = QuotaBroker(self.quota, self.links, self._live, self._before_release)
         self.decisions = DecisionLog(

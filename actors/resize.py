@@ -173,7 +173,7 @@ class Resizer:
             endpoint=self.coord.data.endpoint(name),
             stream=self.coord.data.stream(name),
         )
-        return ActorSlot(name, template.entry, config, template.run_dir)
+        return ActorSlot(name, template.entry, config, template.run_dir, max_restart_delay=template.max_restart_delay)
 
     # -- the loop -----------------------------------------------------------------------
 

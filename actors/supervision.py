@@ -22,7 +22,7 @@ from typing import Any, Final, Generic, TypeVar
 import multiprocess
 import psutil
 
-__all__ = ["ActorSlot", "spawn_context"]
+__all__ = ["MAX_RESTART_DELAY", "ActorSlot", "restart_delay", "spawn_context"]
 
 ConfigT = TypeVar("ConfigT")
 
@@ -30,6 +30,14 @@ log = logging.getLogger("kvcluster.supervision")
 
 RESTART_DELAYS: Final = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0)  # after 1st, 2nd, ... quick death
 STABLE_AFTER: Final = 10.0  # seconds alive after which a shard's next death counts as the first
+MAX_RESTART_DELAY: Final = RESTART_DELAYS[-1]
+
+
+def restart_delay(quick_deaths: int, lived: float, cap: float = MAX_RESTART_DELAY) -> tuple[int, float]:
+    """After a death `lived` seconds into a process's life: the new count of quick deaths
+    in a row, and how long to wait before the restart (growing, at most `cap`)."""
+    quick_deaths = 0 if lived > STABLE_AFTER else quick_deaths + 1
+    return quick_deaths, min(cap, RESTART_DELAYS[min(quick_deaths, len(RESTART_DELAYS) - 1)])
 
 
 def spawn_context() -> Any:
@@ -52,6 +60,7 @@ class ActorSlot(Generic[ConfigT]):
     quick_deaths: int = 0
     restart_at: float | None = None
     restarts: int = 0
+    max_restart_delay: float = MAX_RESTART_DELAY
     info: dict[str, Any] = field(default_factory=dict)
 
     def pidfile(self) -> str:
@@ -95,8 +104,7 @@ class ActorSlot(Generic[ConfigT]):
             exit_code = self.process.exitcode
         self._close_pidfd()
         lived = time.monotonic() - self.started_at
-        self.quick_deaths = 0 if lived > STABLE_AFTER else self.quick_deaths + 1
-        delay = RESTART_DELAYS[min(self.quick_deaths, len(RESTART_DELAYS) - 1)]
+        self.quick_deaths, delay = restart_delay(self.quick_deaths, lived, self.max_restart_delay)
         self.restart_at = time.monotonic() + delay
         self.restarts += 1
         log.warning(

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from kvcluster.actors.coordinator import CoordinatorConfig, run_coordinator
-from kvcluster.actors.supervision import RESTART_DELAYS, STABLE_AFTER, spawn_context
+from kvcluster.actors.supervision import restart_delay, spawn_context
 from kvcluster.datadir import DataDir, PidLock
 
 __all__ = ["SupervisorConfig", "main", "run_supervisor"]
@@ -86,8 +86,7 @@ class Supervisor:
 
     def _restart_coordinator(self) -> None:
         lived = time.monotonic() - self.started_at
-        self.quick_deaths = 0 if lived > STABLE_AFTER else self.quick_deaths + 1
-        delay = RESTART_DELAYS[min(self.quick_deaths, len(RESTART_DELAYS) - 1)]
+        self.quick_deaths, delay = restart_delay(self.quick_deaths, lived, self.config.coordinator.max_restart_delay)
         log.warning(
             "the coordinator died (exit %s) after %.1f s; restarting in %.2f s", self.coordinator.exitcode, lived, delay
         )

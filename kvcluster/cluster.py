@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from kvcluster.actors.coordinator import CoordinatorConfig
+from kvcluster.actors.supervision import MAX_RESTART_DELAY
 from kvcluster.actors.supervisor import SupervisorConfig
 from kvcluster.client.sync import Client
 from kvcluster.codec import DEFAULT_MAX_MESSAGE
@@ -54,12 +55,15 @@ def _config(
     listen: str | None = None,
     retention: Retention | dict[str, Any] | None = None,
     curve: bool | None = None,
+    max_restart_delay: float = MAX_RESTART_DELAY,
 ) -> CoordinatorConfig:
     count = (os.cpu_count() or 1) if shards is None else shards
     if type(count) is not int or not 1 <= count <= 1024:
         raise InvalidRequest(f"shards must be 1..1024, not {shards!r}")
     if type(max_namespaces) is not int or max_namespaces < 0:
         raise InvalidRequest(f"max_namespaces must be >= 0 (0: no limit), not {max_namespaces!r}")
+    if type(max_restart_delay) not in (int, float) or not 0 <= max_restart_delay <= 3600:
+        raise InvalidRequest(f"max_restart_delay must be 0..3600 seconds, not {max_restart_delay!r}")
     return CoordinatorConfig(
         data_dir=os.path.abspath(data_dir),
         shards=count,
@@ -70,6 +74,7 @@ def _config(
         listen=_listen_address(listen, curve),
         retention=_retention_limits(retention),
         curve=bool(listen) and (curve if curve is not None else not _loopback(listen or "")),
+        max_restart_delay=float(max_restart_delay),
     )
 
 
@@ -203,6 +208,7 @@ def start(
     timeout: float = DEFAULT_START_TIMEOUT,
     retention: Retention | None = None,
     curve: bool | None = None,
+    max_restart_delay: float = MAX_RESTART_DELAY,
 ) -> Cluster:
     """Start a local cluster in child processes and wait until it serves.
 
@@ -211,7 +217,9 @@ def start(
     recovery reaches); it is kept in `cluster.json`, so None keeps what is recorded
     (the `Retention()` defaults for a new cluster). With `listen`, a router serves
     remote clients; `curve` (default: on unless it listens on loopback) lets in only
-    clients with allowed CURVE keys (kvcluster.curve). The cluster stops with
+    clients with allowed CURVE keys (kvcluster.curve). A process that keeps dying soon
+    after its restart is restarted after a growing delay, at most `max_restart_delay`
+    seconds (a crash loop must not spin the CPU). The cluster stops with
     `Cluster.stop()`, at the end of a `with` block, at interpreter exit, or when this
     process dies.
     """
@@ -219,7 +227,7 @@ def start(
     path = tempfile.mkdtemp(prefix="kvcluster-") if data_dir is None else os.path.abspath(os.fspath(data_dir))
     _check_shard_count(path, shards)
     config = SupervisorConfig(
-        _config(path, shards, durability, max_namespaces, buffer_size, listen, retention, curve),
+        _config(path, shards, durability, max_namespaces, buffer_size, listen, retention, curve, max_restart_delay),
         watch_parent=os.getpid(),
     )
     process = launch(config, detach=False)
