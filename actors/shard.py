@@ -49,6 +49,7 @@ from kvcluster.codec import (
 from kvcluster.config import Durability, Retention
 from kvcluster.datadir import DataDir
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, StorageError
+from kvcluster.failpoints import failpoint
 from kvcluster.journal import VersionedStore
 from kvcluster.process import StopSignal, log_to_file
 
@@ -378,6 +379,7 @@ class ShardProcess:
             for out in replies:
                 if out.request is not None and out.request.op in WRITE_OPS:
                     out.reply = encode_error(out.request.seq, exc)
+        failpoint("shard.replying")  # applied (and flushed, if due); nothing acknowledged yet
         if len(replies) == 1:  # the usual case: one request came
             self._send(replies[0].envelope, replies[0].reply)
             return

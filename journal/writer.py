@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 
 from kvcluster.errors import StorageError
+from kvcluster.failpoints import failpoint
 from kvcluster.journal.format import HEADER_SIZE, HeaderError, JournalHeader, decode_header, encode_header
 from kvcluster.journal.fs import FileSystem
 
@@ -53,6 +54,7 @@ class JournalWriter:
         end = self.position + len(record)
         self.mapped[self.position : end] = record
         self.position = end
+        failpoint("journal.appended")
 
     def flush(self) -> None:
         """msync everything appended since the last flush; raises StorageError on failure."""
@@ -64,6 +66,7 @@ class JournalWriter:
         except OSError as exc:
             raise storage_error(exc, "flushing", self.path, start) from exc
         self.flushed = self.position
+        failpoint("journal.flushed")
 
     def zero(self, start: int, stop: int) -> None:
         """Overwrite [start, stop) with zeros and flush it: how a damaged tail is cut."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import time
 import zlib
@@ -34,6 +35,7 @@ from typing import Any, Final
 import msgpack
 
 from kvcluster.errors import InvalidRequest, SnapshotError, StorageError
+from kvcluster.failpoints import failpoint
 from kvcluster.journal.format import MAGIC as JOURNAL_MAGIC
 from kvcluster.journal.format import MAX_VALUE_BYTES
 from kvcluster.journal.fs import FileSystem
@@ -374,12 +376,41 @@ def _info(path: str, scope: dict[str, Any], rows: int, size: int) -> SnapshotInf
     )
 
 
+_TEMP_SUFFIX = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp")
+
+
+def _clear_stale_temps(out_path: str, fs: FileSystem) -> None:
+    """Remove the temp files that writers of this same snapshot path left when they
+    were killed (the pid in the name is gone): otherwise each crash leaves one behind."""
+    directory, name = os.path.split(os.path.abspath(out_path))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return  # creating the temp file will say what is wrong
+    for entry in entries:
+        found = _TEMP_SUFFIX.fullmatch(entry[len(name) :]) if entry.startswith(name) else None
+        if found is not None and not _alive(int(found.group(1))):
+            with contextlib.suppress(OSError):
+                fs.unlink(os.path.join(directory, entry))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def _write_atomically(
     out_path: str, header: tuple[bytes, dict[str, Any]], fill: Callable[[_BodyWriter], None], fs: FileSystem
 ) -> SnapshotInfo:
     """Write header, body (by `fill`) and footer to a temp file, fsync it, rename it over
     out_path, fsync the directory. On any error the temp file is gone, out_path untouched."""
     directory = os.path.dirname(os.path.abspath(out_path))
+    _clear_stale_temps(out_path, fs)
     tmp = f"{out_path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         fd = fs.create(tmp)
@@ -392,9 +423,11 @@ def _write_atomically(
             fill(body)
             body.footer(MAGIC)
             fs.fsync(fd)
+            failpoint("snapshot.synced")
         finally:
             os.close(fd)
         fs.rename(tmp, out_path)
+        failpoint("snapshot.renamed")
     except BaseException as exc:
         with contextlib.suppress(OSError):
             fs.unlink(tmp)

@@ -384,3 +384,23 @@ def test_snapshot_error_is_a_kv_error() -> None:
     assert issubclass(SnapshotError, KVError)
     assert SnapshotError.code == "snapshot_error"
     assert type(error_for_code("snapshot_error", "x")) is SnapshotError
+
+
+def test_temp_files_of_killed_writers_are_cleared_by_the_next_write(tmp_path: Path) -> None:
+    """Regression: a writer killed between creating its temp file and the rename left
+    `NAME.PID.HEX.tmp` beside the target for good (found by the named kill points)."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    path = tmp_path / "s.kvs"
+    stale = tmp_path / f"s.kvs.{int(dead.stdout)}.0badc0de.tmp"
+    running = tmp_path / f"s.kvs.{os.getpid()}.00c0ffee.tmp"  # a live writer's: kept
+    unrelated = tmp_path / f"other.kvs.{int(dead.stdout)}.0badc0de.tmp"  # another target's: kept
+    for temp in (stale, running, unrelated):
+        temp.write_bytes(b"partial")
+    write_snapshot(str(path), ROWS, cut=CUT, created=CREATED, namespaces={"users": LIMITS["users"]})
+    assert leftovers(tmp_path) == sorted([running.name, unrelated.name])
+    assert read_all(path) == ROWS
