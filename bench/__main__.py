@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, bool] = {
     "journal": True,
     "snapshot": True,
     "resize": False,
+    "fault": True,
 }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from kvtest import scale
+from kvtest.process_faults import processes
 from kvtest.waiting import wait_until
 
 import kvcluster
@@ -50,11 +51,6 @@ def settled(client: Client) -> bool:
     except KVError:
         return False
     return bool(stats["ready"]) and all(s["ready"] and s["transactions_prepared"] == 0 for s in stats["shards"])
-
-
-def processes(client: Client) -> dict[str, int | None]:
-    stats = client.stats()
-    return {"coordinator": stats["coordinator"]["pid"], **{f"shard.{s['id']}": s["pid"] for s in stats["shards"]}}
 
 
 def whole_batch(namespace: Namespace) -> int:

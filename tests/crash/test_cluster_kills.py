@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kvtest import scale
 from kvtest.prefix import KeyedWriter, prefix_violations
+from kvtest.process_faults import kill_random_live_shard, restarted, shard_pids
 from kvtest.waiting import wait_until
 
 import kvcluster
@@ -66,11 +67,6 @@ def check_all_present(namespace: Namespace, acked: dict[str, int]) -> None:
         assert found[1] == ts
 
 
-def shard_pids(cluster: Cluster) -> list[int]:
-    with cluster.connect() as client:
-        return [shard["pid"] for shard in client.stats()["shards"]]
-
-
 @pytest.fixture
 def small_cluster(tmp_path: Path) -> Iterator[Cluster]:
     cluster = kvcluster.start(tmp_path / "data", shards=2, durability="interval")
@@ -85,9 +81,11 @@ def test_kill_9_of_a_shard_during_writes(small_cluster: Cluster) -> None:
     pids = shard_pids(small_cluster)
     for cycle in range(scale(3, 20)):
         writer.wait_for(len(writer.acked) + 200)
-        victim = pids[cycle % len(pids)]
+        shard = cycle % len(pids)
+        victim = pids[shard]
+        assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        wait_until(functools.partial(_replaced, small_cluster, victim))
+        wait_until(functools.partial(restarted, small_cluster, shard, victim))
         pids = shard_pids(small_cluster)
         writer.wait_for(len(writer.acked) + 200)  # writes flow again, to every shard
     writer.stop.set()
@@ -115,8 +113,7 @@ def test_kill_9_of_a_random_shard_every_50_to_500_ms(tmp_path: Path) -> None:
         for writer in writers:
             writer.start()
         for _ in range(KILLS):
-            wait_until(lambda: any(pid is not None for pid in shard_pids(cluster)), "a live shard")
-            os.kill(rng.choice([pid for pid in shard_pids(cluster) if pid is not None]), signal.SIGKILL)
+            wait_until(lambda: kill_random_live_shard(cluster, rng) is not None, "a live shard to kill")
             time.sleep(rng.uniform(0.05, 0.5))  # the fault schedule itself, not a wait for anything
         for writer in writers:
             writer.stop.set()
@@ -150,9 +147,11 @@ def test_kill_9_of_a_shard_during_concurrent_always_writes(tmp_path: Path) -> No
         for cycle in range(scale(2, 10)):
             for writer in writers:
                 writer.wait_for(len(writer.acked) + 50)
-            victim = pids[cycle % len(pids)]
+            shard = cycle % len(pids)
+            victim = pids[shard]
+            assert victim is not None
             os.kill(victim, signal.SIGKILL)
-            wait_until(functools.partial(_replaced, cluster, victim))
+            wait_until(functools.partial(restarted, cluster, shard, victim))
             pids = shard_pids(cluster)
         for writer in writers:
             writer.wait_for(len(writer.acked) + 50)  # writes flow again
@@ -186,11 +185,6 @@ def test_kill_9_of_the_coordinator_during_writes(small_cluster: Cluster) -> None
     with small_cluster.connect() as admin:
         admin.create_namespace("after-restart", max_keys=3)  # administration works again
         check_all_present(admin.namespace("default"), writer.acked)
-
-
-def _replaced(cluster: Cluster, victim: int) -> bool:
-    pids = shard_pids(cluster)
-    return victim not in pids and None not in pids
 
 
 def _coordinator_replaced(cluster: Cluster, old: int) -> bool:

@@ -24,11 +24,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from kvtest import LONG
+from kvtest.process_faults import restarted, shard_pid
 from kvtest.syscall_faults import SyscallFault, require_strace
 from kvtest.waiting import wait_until
 
 import kvcluster
-from kvcluster import Cluster, KVError, Namespace, StorageError
+from kvcluster import Cluster, Namespace, StorageError
 from kvcluster.cli import main as cli
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
@@ -65,12 +66,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert "valid" in result.output.splitlines()[-1]
 
 
-def shard_pid(cluster: Cluster) -> int | None:
-    with cluster.connect() as client:
-        pid: int | None = client.stats()["shards"][0]["pid"]
-        return pid
-
-
 def write(namespace: Namespace, outcomes: Outcomes, value: int) -> None:
     key = f"k{value % KEYS}"
     try:
@@ -97,7 +92,7 @@ def test_failed_syscall(cluster: Cluster, tmp_path: Path, syscall: str, nth: int
     outcomes = Outcomes()
     value = 0
     write(namespace, outcomes, value)  # the shard is serving before the fault is armed
-    pid = shard_pid(cluster)
+    pid = shard_pid(cluster, 0)
     assert pid is not None
     with SyscallFault(pid, syscall, nth, persistent=persistent, log=tmp_path / "strace.log") as fault:
         while not fault.fired():
@@ -116,16 +111,9 @@ def test_failed_syscall(cluster: Cluster, tmp_path: Path, syscall: str, nth: int
         assert outcomes.order[-1], f"writes still refused after one failed {syscall}: {after_fault}"
 
     os.kill(pid, signal.SIGKILL)  # the way back from a failed flush: a restart reopens the journal
-    wait_until(functools.partial(_replaced, cluster, pid), "the shard restarted")
+    wait_until(functools.partial(restarted, cluster, 0, pid), "the shard restarted")
     after = cluster.connect(timeout=10.0).namespace("default")
     check_reads(after, outcomes)
     value += 1
     write(after, outcomes, value)
     assert outcomes.order[-1], "writes do not work again after the restart"
-
-
-def _replaced(cluster: Cluster, old: int) -> bool:
-    try:
-        return shard_pid(cluster) not in (None, old)
-    except KVError:
-        return False

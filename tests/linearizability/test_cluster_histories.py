@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kvtest import scale
 from kvtest.linearizability import Operation, Recorder, check
+from kvtest.process_faults import paused, restarted, shard_pid
 from kvtest.waiting import wait_until
 
 import kvcluster
@@ -80,12 +81,6 @@ def run_history(
     return operations, sum(client.unknown for client in clients)
 
 
-def shard_pid(cluster: Cluster, shard: int) -> int | None:
-    with cluster.connect() as client:
-        pid: int | None = client.stats()["shards"][shard]["pid"]
-        return pid
-
-
 @pytest.fixture
 def two_shards(tmp_path: Path) -> Iterator[Cluster]:
     with kvcluster.start(tmp_path / "data", shards=2, durability="interval") as cluster:
@@ -109,11 +104,8 @@ def test_a_shard_paused_past_the_clients_timeout(two_shards: Cluster) -> None:
     assert pid is not None
 
     def pause(clients: list[Client]) -> None:
-        os.kill(pid, signal.SIGSTOP)
-        try:  # stopped until every client has timed out on it at least once
+        with paused(pid):  # until every client has timed out on it at least once
             wait_until(lambda: all(c.unknown for c in clients), "a timeout in every client", timeout=30)
-        finally:
-            os.kill(pid, signal.SIGCONT)
 
     operations, unknown = run_history(two_shards, "paused-", pause)
     assert unknown > 0  # the pause was felt
@@ -126,7 +118,7 @@ def test_a_shard_killed_and_restarted(two_shards: Cluster) -> None:
 
     def kill(clients: list[Client]) -> None:
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: shard_pid(two_shards, 1) not in (None, pid), "the shard restarted")
+        wait_until(lambda: restarted(two_shards, 1, pid), "the shard restarted")
 
     operations, _unknown = run_history(two_shards, "killed-", kill)
     assert_linearizable(operations)

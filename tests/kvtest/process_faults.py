@@ -1,0 +1,60 @@
+"""Process faults on a live cluster: find its processes, kill -9 or pause one (chosen,
+or at random). Named points inside a process are armed with kvcluster.failpoints.arm."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kvcluster import Client, Cluster, KVError
+
+__all__ = ["kill_random_live_shard", "paused", "processes", "restarted", "shard_pid", "shard_pids"]
+
+
+def shard_pids(cluster: Cluster) -> list[int | None]:
+    """Each shard's pid, None while it is being restarted."""
+    with cluster.connect() as client:
+        return [shard["pid"] for shard in client.stats()["shards"]]
+
+
+def shard_pid(cluster: Cluster, shard: int) -> int | None:
+    return shard_pids(cluster)[shard]
+
+
+def processes(client: Client) -> dict[str, int | None]:
+    """The coordinator's pid and each shard's, by name ("coordinator", "shard.N")."""
+    stats = client.stats()
+    return {"coordinator": stats["coordinator"]["pid"], **{f"shard.{s['id']}": s["pid"] for s in stats["shards"]}}
+
+
+def restarted(cluster: Cluster, shard: int, old: int) -> bool:
+    """The shard serves again from a new process (for wait_until)."""
+    try:
+        return shard_pid(cluster, shard) not in (None, old)
+    except KVError:
+        return False
+
+
+def kill_random_live_shard(cluster: Cluster, rng: random.Random) -> int | None:
+    """kill -9 a shard chosen at random among those running now; its pid, or None if
+    none runs at this moment."""
+    live = [pid for pid in shard_pids(cluster) if pid is not None]
+    if not live:
+        return None
+    victim = rng.choice(live)
+    os.kill(victim, signal.SIGKILL)
+    return victim
+
+
+@contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """SIGSTOP `pid` for the block (a process that stops answering but keeps its
+    sockets: a long GC, a swapped-out page, a debugger), then SIGCONT."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
