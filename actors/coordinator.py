@@ -572,7 +572,8 @@ class Coordinator:
                 },
             )
 
-        self.links.fan_out(self._live(), Op.COUNT, [name.encode()], counted, 2.0)
+        # COUNT is a data operation: a shard answers it only under the current map epoch
+        self.links.fan_out(self._live(), Op.COUNT, [name.encode()], counted, 2.0, self.map.epoch)
 
 
 def _from_shard(envelope: Envelope) -> bool:

@@ -57,13 +57,17 @@ class ShardLinks:
             socket.close(0)
         return dropped
 
-    def call(self, shard: int, op: Op, args: Iterable[Any], callback: Callback, timeout: float = 5.0) -> None:
+    def call(
+        self, shard: int, op: Op, args: Iterable[Any], callback: Callback, timeout: float = 5.0, epoch: int = 0
+    ) -> None:
+        """Send one request; `callback` gets the reply, or None at `timeout`. `epoch` is
+        the map epoch, for data operations that a shard serves only under its own."""
         self._seq += 1
         seq = self._seq
         self._waiting[seq] = callback
         heapq.heappush(self._deadlines, (time.monotonic() + timeout, seq))
         try:
-            self.sockets[shard].send(encode_request(seq, 0, op, *args), zmq.NOBLOCK)
+            self.sockets[shard].send(encode_request(seq, epoch, op, *args), zmq.NOBLOCK)
         except zmq.Again:  # the shard's queue is full: it is down or stuck
             self._waiting.pop(seq)
             callback(None)
@@ -75,6 +79,7 @@ class ShardLinks:
         args: Iterable[Any],
         done: Callable[[dict[int, Reply | None]], None],
         timeout: float = 5.0,
+        epoch: int = 0,
     ) -> None:
         targets = list(shards)
         answers: dict[int, Reply | None] = {}
@@ -89,7 +94,7 @@ class ShardLinks:
                 if len(answers) == len(targets):
                     done(answers)
 
-            self.call(shard, op, frozen_args, collect, timeout)
+            self.call(shard, op, frozen_args, collect, timeout, epoch)
 
     def receive(self, shard: int) -> None:
         """Dispatch every answer waiting on one shard's socket."""
