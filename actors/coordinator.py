@@ -206,6 +206,7 @@ class Coordinator:
         for i, slot in enumerate(self.slots):
             if slot.pidfd >= 0 and slot.pidfd in ready:
                 slot.died()
+                self.links.abandon(i)
             if self.links.sockets[i] in ready:
                 self.links.receive(i)
         if router is not None and router.pidfd >= 0 and router.pidfd in ready:
@@ -499,6 +500,11 @@ class Coordinator:
     def _live(self) -> list[int]:
         return [slot.config.shard for slot in self.slots if slot.pid is not None]
 
+    def _serving(self) -> list[int]:
+        """Shards that answer now: a process still starting has no socket bound yet, and
+        a request sent to it would only wait out its timeout."""
+        return [slot.config.shard for slot in self.slots if slot.pid is not None and slot.ready]
+
     def _drop_on(self, shard: int, name: str, then: Any = None) -> None:
         def dropped(reply: Reply | None) -> None:
             if reply is not None and reply.status == 0:
@@ -554,7 +560,7 @@ class Coordinator:
             status["coordinator"]["commits_unapplied"] = self.decisions.commits_kept()
             self._reply(envelope, seq, status)
 
-        self.links.fan_out(self._live(), Op.SHARD_STATS, [], gathered, 2.0)
+        self.links.fan_out(self._serving(), Op.SHARD_STATS, [], gathered, 2.0)
 
     def _namespace_stats(self, envelope: Envelope, seq: int, name: Any) -> None:
         entry = self.registry.get(name)
@@ -573,7 +579,7 @@ class Coordinator:
             )
 
         # COUNT is a data operation: a shard answers it only under the current map epoch
-        self.links.fan_out(self._live(), Op.COUNT, [name.encode()], counted, 2.0, self.map.epoch)
+        self.links.fan_out(self._serving(), Op.COUNT, [name.encode()], counted, 2.0, self.map.epoch)
 
 
 def _from_shard(envelope: Envelope) -> bool:

@@ -38,6 +38,7 @@ class ShardLinks:
             self.add(endpoint)
         self._seq = 0
         self._waiting: dict[int, Callback] = {}
+        self._asked: dict[int, int] = {}  # seq -> the shard asked, while waiting
         self._deadlines: list[tuple[float, int]] = []
 
     def add(self, endpoint: str) -> zmq.Socket[Any]:
@@ -65,11 +66,13 @@ class ShardLinks:
         self._seq += 1
         seq = self._seq
         self._waiting[seq] = callback
+        self._asked[seq] = shard
         heapq.heappush(self._deadlines, (time.monotonic() + timeout, seq))
         try:
             self.sockets[shard].send(encode_request(seq, epoch, op, *args), zmq.NOBLOCK)
         except zmq.Again:  # the shard's queue is full: it is down or stuck
             self._waiting.pop(seq)
+            self._asked.pop(seq)
             callback(None)
 
     def fan_out(
@@ -111,6 +114,7 @@ class ShardLinks:
                 continue
             callback = self._waiting.pop(reply.seq, None)
             if callback is not None:  # else it came after its deadline: already answered None
+                self._asked.pop(reply.seq, None)
                 callback(reply)
 
     def next_deadline(self) -> float | None:
@@ -122,6 +126,16 @@ class ShardLinks:
         now = time.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _deadline, seq = heapq.heappop(self._deadlines)
+            callback = self._waiting.pop(seq, None)
+            if callback is not None:
+                self._asked.pop(seq, None)
+                callback(None)
+
+    def abandon(self, shard: int) -> None:
+        """The shard died: whatever it was asked gets its None now, not at the deadline
+        (its successor never saw those requests, or answers them to no one)."""
+        for seq in [seq for seq, asked in self._asked.items() if asked == shard]:
+            del self._asked[seq]
             callback = self._waiting.pop(seq, None)
             if callback is not None:
                 callback(None)
