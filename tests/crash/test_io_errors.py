@@ -4,7 +4,9 @@ strace while a client writes under `always`.
 
 Checked each time: every write ends in an acknowledgement or a `StorageError` (no
 timeout, no other error); a failed journal flush makes the shard refuse every later
-write instead of retrying it; reads keep answering with acknowledged values; after the
+write instead of retrying it, and so does a failed fsync of the directory once a
+rotation has switched journals (the switch may not be durable); a failed step before
+the switch is retried with new files, and writes go on; reads keep answering with acknowledged values; after the
 shard is restarted every acknowledged write is there and writes work again; at the end
 `kvcluster verify` finds the data clean. A write answered with `StorageError` may or
 may not survive (its bytes may have reached the disk before the failure): like a
@@ -47,6 +49,7 @@ class Outcomes:
     acked: dict[str, int] = field(default_factory=dict)  # key -> last acknowledged value
     failed: dict[str, set[int]] = field(default_factory=dict)  # key -> values answered StorageError
     order: list[bool] = field(default_factory=list)  # each write in turn: acknowledged?
+    read_only_from: int | None = None  # the first write refused because the shard is read-only
 
     def allowed(self, key: str) -> set[int]:
         """What `key` may hold: its last acknowledged value or a later failed one."""
@@ -70,8 +73,10 @@ def write(namespace: Namespace, outcomes: Outcomes, value: int) -> None:
     key = f"k{value % KEYS}"
     try:
         namespace.set(key, value)
-    except StorageError:
+    except StorageError as exc:
         outcomes.failed.setdefault(key, set()).add(value)
+        if "read-only" in str(exc) and outcomes.read_only_from is None:
+            outcomes.read_only_from = len(outcomes.order)
         outcomes.order.append(False)
     else:
         outcomes.acked[key] = value
@@ -107,7 +112,10 @@ def test_failed_syscall(cluster: Cluster, tmp_path: Path, syscall: str, nth: int
     after_fault = outcomes.order[fired_at - 1 :]
     if syscall == "msync":  # a failed journal flush: that write and every later one refused
         assert not any(after_fault), f"writes acknowledged after a failed flush: {after_fault}"
-    elif not persistent:  # a failed rotation or archive step is retried with new files
+        assert outcomes.read_only_from == fired_at
+    if outcomes.read_only_from is not None:  # read-only stays read-only until a restart
+        assert not any(outcomes.order[outcomes.read_only_from :]), after_fault
+    elif not persistent:  # a failed step before a rotation's switch is retried with new files
         assert outcomes.order[-1], f"writes still refused after one failed {syscall}: {after_fault}"
 
     os.kill(pid, signal.SIGKILL)  # the way back from a failed flush: a restart reopens the journal
