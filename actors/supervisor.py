@@ -25,6 +25,7 @@ from typing import Any, Final
 from kvcluster.actors.coordinator import CoordinatorConfig, run_coordinator
 from kvcluster.actors.supervision import restart_delay, spawn_context
 from kvcluster.datadir import DataDir, PidLock
+from kvcluster.process import pid_alive
 
 __all__ = ["SupervisorConfig", "main", "run_supervisor"]
 
@@ -67,7 +68,7 @@ class Supervisor:
         while True:
             self.coordinator.join(0.2)
             self._reap_orphans()
-            if self.config.watch_parent and not _alive(self.config.watch_parent):
+            if self.config.watch_parent and not pid_alive(self.config.watch_parent):
                 log.info("the program that started the cluster is gone; stopping")
                 self.stop_requested = True
             if self.stop_requested:
@@ -145,16 +146,6 @@ class Supervisor:
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_child(pid: int) -> bool:

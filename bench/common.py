@@ -169,6 +169,17 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def windows(done: Sequence[float], start: float, end: float, width: float) -> list[int]:
+    """How many of the times in `done` fall in each `width`-second window of [start, end):
+    throughput over time, from the completion time of every operation."""
+    counts = [0] * max(1, int((end - start) / width))
+    for t in done:
+        slot = int((t - start) / width)
+        if 0 <= slot < len(counts):
+            counts[slot] += 1
+    return counts
+
+
 def check_target(value: float | None, target: float | None = None, at_least: bool = True) -> dict[str, Any]:
     """A ratio against its target. `met` is None when either is missing (not measured, or
     a figure reported for information only)."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import kvcluster
-from bench.common import check_target, environment, make_console, median, print_ratios, save_results, summary
+from bench.common import check_target, environment, make_console, median, print_ratios, save_results, summary, windows
 from kvcluster.router.jump import shard_for
 
 console = make_console()
@@ -78,15 +78,6 @@ def client(data_dir: str, shard: int, ready: Any, stop: Any, out: Any) -> None:
     out.put((shard, done, timeouts, failure))
 
 
-def windows(done: list[float], start: float, end: float) -> list[int]:
-    counts = [0] * max(1, int((end - start) / WINDOW))
-    for t in done:
-        slot = int((t - start) / WINDOW)
-        if 0 <= slot < len(counts):
-            counts[slot] += 1
-    return counts
-
-
 def run_load(data_dir: str, fault: Any) -> tuple[dict[int, list[float]], dict[int, list[Any]], Any]:
     """One client process per shard; once all of them serve, run `fault()` here (its
     return value is the third result), then stop them and collect what they saw."""
@@ -132,8 +123,8 @@ def paused_run(root: str, pauses: int) -> dict[str, Any]:
 
         done, timeouts, (started, spans) = run_load(str(cluster.data_dir), fault)
     healthy = [t for s in range(1, SHARDS) for t in done[s]]
-    before = windows(healthy, started, spans[0][0])
-    during = [c for began, ended in spans for c in windows(healthy, began + WINDOW, ended)]
+    before = windows(healthy, started, spans[0][0], WINDOW)
+    during = [c for began, ended in spans for c in windows(healthy, began + WINDOW, ended, WINDOW)]
     waited = [(end - start) / TIMEOUT for start, end in timeouts[0]]
     return {
         "pauses": spans,
@@ -146,7 +137,7 @@ def paused_run(root: str, pauses: int) -> dict[str, Any]:
         "timeouts_on_paused_shard": len(timeouts[0]),
         "timeouts_on_healthy_shards": sum(len(timeouts[s]) for s in range(1, SHARDS)),
         "timeout_wait_over_timeout": summary(waited) if waited else None,
-        "windows": {"healthy": windows(healthy, started, spans[-1][1]), "start": started},
+        "windows": {"healthy": windows(healthy, started, spans[-1][1], WINDOW), "start": started},
     }
 
 
@@ -183,10 +174,10 @@ def slow_disk_run(root: str, seconds: float) -> dict[str, Any]:
 
         done, _timeouts, (began, ended) = run_load(str(cluster.data_dir), fault)
     healthy = [t for s in range(1, SHARDS) for t in done[s]]
-    before = windows(healthy, began - half, began)
-    during = windows(healthy, began + 0.3, ended)  # strace attaches within the first ~0.3 s
-    slow_before = windows(done[0], began - half, began)
-    slow_during = windows(done[0], began + 0.3, ended)
+    before = windows(healthy, began - half, began, WINDOW)
+    during = windows(healthy, began + 0.3, ended, WINDOW)  # strace attaches within the first ~0.3 s
+    slow_before = windows(done[0], began - half, began, WINDOW)
+    slow_during = windows(done[0], began + 0.3, ended, WINDOW)
     return {
         "msync_delay_us": SLOW_MSYNC_US,
         "during_vs_before": median(during) / median(before),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import kvcluster
-from bench.common import environment, make_console, median, summary, write_json
+from bench.common import environment, make_console, median, summary, windows, write_json
 from kvcluster import BatchMode
 
 console = make_console()
@@ -74,15 +74,6 @@ class Mix(threading.Thread):
                 n += 1
 
 
-def windows(done: list[float], start: float, end: float) -> list[int]:
-    counts = [0] * max(1, int((end - start) / WINDOW))
-    for t in done:
-        slot = int((t - start) / WINDOW)
-        if 0 <= slot < len(counts):
-            counts[slot] += 1
-    return counts
-
-
 def one_resize(root: str, keys: int, source: int, target: int) -> dict[str, Any]:
     data_dir = os.path.join(root, f"kv-{source}-{target}")
     with (
@@ -106,9 +97,9 @@ def one_resize(root: str, keys: int, source: int, target: int) -> dict[str, Any]
         mix.stop.set()
         mix.join()
         count_after = len(space)  # a key on two shards would count twice
-    before = windows(mix.done, began - SETTLE, began)
-    during = windows(mix.done, began, ended)
-    after = windows(mix.done, ended, ended + SETTLE)
+    before = windows(mix.done, began - SETTLE, began, WINDOW)
+    during = windows(mix.done, began, ended, WINDOW)
+    after = windows(mix.done, ended, ended + SETTLE, WINDOW)
     rate_before = median(before) / WINDOW
     return {
         "from": source,

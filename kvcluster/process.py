@@ -4,6 +4,7 @@ that stops its loop at once (the signal wakes the poll through a socket pair).""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 
 from kvcluster.datadir import DataDir
 
-__all__ = ["StopSignal", "log_to_file"]
+__all__ = ["StopSignal", "log_to_file", "pid_alive"]
 
 
 def log_to_file(data_dir: str, name: str) -> None:
@@ -52,3 +53,14 @@ class StopSignal:
                 pass
         except BlockingIOError:
             pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists; we may not signal it
+    return True

@@ -40,6 +40,7 @@ from kvcluster.journal.format import MAGIC as JOURNAL_MAGIC
 from kvcluster.journal.format import MAX_VALUE_BYTES
 from kvcluster.journal.fs import FileSystem
 from kvcluster.keys import MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, encode_namespace
+from kvcluster.process import pid_alive
 
 __all__ = [
     "BLOCK_BYTES",
@@ -389,19 +390,9 @@ def _clear_stale_temps(out_path: str, fs: FileSystem) -> None:
         return  # creating the temp file will say what is wrong
     for entry in entries:
         found = _TEMP_SUFFIX.fullmatch(entry[len(name) :]) if entry.startswith(name) else None
-        if found is not None and not _alive(int(found.group(1))):
+        if found is not None and not pid_alive(int(found.group(1))):
             with contextlib.suppress(OSError):
                 fs.unlink(os.path.join(directory, entry))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def _write_atomically(
