@@ -3,7 +3,8 @@
 One client process per shard of a 3-shard cluster, each running a 50/50 get/set mix on
 keys of its own shard only, with a client timeout T. Measured in 100 ms windows:
   paused     shard 0 is SIGSTOPped for 2T, PAUSES times: the others' throughput during
-             the pause as a ratio of their median before (target >= 0.8), and how long
+             the pauses as a ratio of it in the equal stretches just before them
+             (target >= 0.8), and how long
              shard 0's clients took to get `Timeout`, as a multiple of T (target <= 1.1)
   slow disk  every msync of shard 0 is delayed (strace -e inject=msync:delay_enter),
              under `always`: the other shards' throughput meanwhile, as a ratio
@@ -123,7 +124,9 @@ def paused_run(root: str, pauses: int) -> dict[str, Any]:
 
         done, timeouts, (started, spans) = run_load(str(cluster.data_dir), fault)
     healthy = [t for s in range(1, SHARDS) for t in done[s]]
-    before = windows(healthy, started, spans[0][0], WINDOW)
+    # each pause beside the stretch of the same length just before it: the machine's
+    # other load drifts over seconds, so paired windows compare like with like
+    before = [c for began, ended in spans for c in windows(healthy, 2 * began - ended, began, WINDOW)]
     during = [c for began, ended in spans for c in windows(healthy, began + WINDOW, ended, WINDOW)]
     waited = [(end - start) / TIMEOUT for start, end in timeouts[0]]
     return {
