@@ -11,10 +11,13 @@ epoch), a commit is refused once it has passed, and only after it has passed doe
 shard asking about an undecided transaction get "abort" — recorded here first, so a
 late commit request is refused even if the clock steps back.
 
-A commit decision is kept until every participant has said it applied it (the
-client, for the shards that acknowledged its commit; a shard itself, for one that
-learned the outcome from here); the coordinator pushes it to the others. Abort
-decisions are kept for an hour past their deadline, then dropped.
+A commit decision is pushed to every participant until each has said it applied it
+(the client, for the shards that acknowledged its commit; a shard itself, for one that
+learned the outcome from here), and kept for COMMIT_KEPT_FOR past its deadline even
+then: a client may still be asking for it (its request queued while the coordinator
+restarted), and without the record it would be told "abort" for a committed batch.
+Clients stop asking DECIDE_GRACE (client/batches.py) after the deadline, well before.
+Abort decisions are kept for an hour past their deadline, then dropped.
 
 The log is a `VersionedStore` of its own (namespace ``txn``, key the transaction id
 in hex) with the cluster's durability, in ``<data dir>/coordinator/decisions``.
@@ -43,6 +46,7 @@ ABORT: Final = "abort"
 PENDING: Final = "pending"
 _NS: Final = b"txn"
 ABORT_KEPT_FOR: Final = 3600 * 1_000_000  # µs an abort decision is kept past its deadline
+COMMIT_KEPT_FOR: Final = 120 * 1_000_000  # µs an applied commit is kept past its deadline
 MAX_TXN_ID: Final = 64
 MAX_PARTICIPANTS: Final = 4096
 MAX_FORGET: Final = 4096  # transactions one TXN_FORGET may name
@@ -145,16 +149,16 @@ class DecisionLog:
             known = self.decisions.get(txn)
             if known is None or known.outcome != COMMIT:
                 continue
-            known.left.discard(shard)
-            if not known.left:
-                del self.decisions[txn]
-                self.store.delete_raw(_NS, txn.hex().encode())
+            if shard in known.left:
+                known.left.discard(shard)
+                if not known.left:  # applied everywhere; kept a while for late askers (see above)
+                    self.store.set_raw(_NS, txn.hex().encode(), known.pack())
 
     # -- upkeep ----------------------------------------------------------------------
 
     def commits_kept(self) -> int:
         """Commit decisions some participant has not confirmed yet."""
-        return sum(1 for decision in self.decisions.values() if decision.outcome == COMMIT)
+        return sum(1 for decision in self.decisions.values() if decision.outcome == COMMIT and decision.left)
 
     def commits_at_or_before(self, cut: int) -> list[tuple[bytes, int, set[int]]]:
         """Commit decisions at or before `cut` some participant has not confirmed:
@@ -169,9 +173,15 @@ class DecisionLog:
         return [(t, d) for t, d in self.decisions.items() if d.outcome == COMMIT and d.left and d.deadline < now]
 
     def purge(self) -> None:
-        """Drop abort decisions long past their deadline."""
-        cutoff = _now() - ABORT_KEPT_FOR
-        for txn in [t for t, d in self.decisions.items() if d.outcome == ABORT and d.deadline < cutoff]:
+        """Drop abort decisions long past their deadline, and applied commits past theirs."""
+        now = _now()
+
+        def done_with(d: Decision) -> bool:
+            if d.outcome == ABORT:
+                return d.deadline < now - ABORT_KEPT_FOR
+            return not d.left and d.deadline < now - COMMIT_KEPT_FOR
+
+        for txn in [t for t, d in self.decisions.items() if done_with(d)]:
             del self.decisions[txn]
             self.store.delete_raw(_NS, txn.hex().encode())
 

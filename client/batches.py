@@ -66,6 +66,8 @@ MAX_PART_KEYS: Final = 1 << 15  # items in one message to a shard (decoders acce
 ITEM_OVERHEAD: Final = 16  # bytes of framing per item, at most, beside its key and value
 TXN_WINDOW: Final = 5.0  # seconds a cross-shard batch has from prepare to decision
 DECIDE_RETRY: Final = 1.0  # seconds before asking the coordinator for the decision again
+DECIDE_GRACE: Final = 60.0  # seconds past the deadline a client may still ask for the decision
+# (the coordinator keeps every commit for longer: actors/decisions.py COMMIT_KEPT_FOR)
 STALE_RETRIES: Final = 3  # times a part routed with an old cluster map is re-split and sent again
 
 
@@ -336,7 +338,8 @@ def _decide(
 ) -> Generator[Step, list[Any], list[Any]]:
     """Ask the coordinator to commit; retried (it answers a retry as it did the first)
     while it restarts. No answer at all leaves the batch's outcome unknown: Timeout."""
-    give_up = time.monotonic() + max(timeout, TXN_WINDOW)
+    past_deadline = (deadline - time.time_ns() // 1000) / 1e6 + DECIDE_GRACE
+    give_up = time.monotonic() + min(max(timeout, TXN_WINDOW), past_deadline)
     while True:
         (answer,) = yield [Call(ADMIN, Op.TXN_DECIDE, (txn, "commit", ts, deadline, shards), _same, DECIDE_RETRY)]
         if isinstance(answer, list) and answer and answer[0] in ("commit", "abort"):

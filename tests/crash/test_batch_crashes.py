@@ -86,8 +86,9 @@ def test_kill_9_at_every_two_phase_commit_step(armed: tuple[Cluster, Path]) -> N
         try:
             namespace.set_many(dict.fromkeys(KEYS, cycle), AON)
             outcome = "acknowledged"
-        except BatchFailed:
+        except BatchFailed as exc:
             outcome = "refused"  # definite: nothing applied
+            refusal = exc
         except (Timeout, ClusterUnavailable):
             outcome = "unknown"
         wait_until(functools.partial(taken, points / point), f"cycle {cycle}: {point} reached")
@@ -99,7 +100,7 @@ def test_kill_9_at_every_two_phase_commit_step(armed: tuple[Cluster, Path]) -> N
         if outcome == "acknowledged":
             assert now == cycle, f"cycle {cycle} ({point}): an acknowledged batch is missing"
         elif outcome == "refused":
-            assert now == held, f"cycle {cycle} ({point}): a refused batch was applied"
+            assert now == held, f"cycle {cycle} ({point}): a refused batch was applied: {refusal!r} {refusal.errors}"
         else:
             assert now in (held, cycle)
         held = now
