@@ -112,8 +112,9 @@ def test_kill_9_of_a_random_shard_every_50_to_500_ms(tmp_path: Path) -> None:
         writers = [KeyedWriter(cluster, f"w{n}") for n in range(2)]
         for writer in writers:
             writer.start()
+        killed: set[int] = set()
         for _ in range(KILLS):
-            wait_until(lambda: kill_random_live_shard(cluster, rng) is not None, "a live shard to kill")
+            wait_until(lambda: kill_random_live_shard(cluster, rng, killed) is not None, "a live shard to kill")
             time.sleep(rng.uniform(0.05, 0.5))  # the fault schedule itself, not a wait for anything
         for writer in writers:
             writer.stop.set()

@@ -38,14 +38,19 @@ def restarted(cluster: Cluster, shard: int, old: int) -> bool:
         return False
 
 
-def kill_random_live_shard(cluster: Cluster, rng: random.Random) -> int | None:
-    """kill -9 a shard chosen at random among those running now; its pid, or None if
-    none runs at this moment."""
-    live = [pid for pid in shard_pids(cluster) if pid is not None]
+def kill_random_live_shard(cluster: Cluster, rng: random.Random, killed: set[int]) -> int | None:
+    """kill -9 a shard chosen at random among those serving now, never one in `killed`
+    (a victim the coordinator has not yet seen die is still listed: killing it again
+    would do nothing). Adds the victim to `killed` and returns it; None if no shard
+    serves at this moment."""
+    with cluster.connect() as client:
+        shards = client.stats()["shards"]
+    live = [s["pid"] for s in shards if s["pid"] is not None and s["ready"] and s["pid"] not in killed]
     if not live:
         return None
-    victim = rng.choice(live)
+    victim: int = rng.choice(live)
     os.kill(victim, signal.SIGKILL)
+    killed.add(victim)
     return victim
 
 
