@@ -98,4 +98,7 @@ def fuzz(
     growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak_before
     if growth > MEMORY_GROWTH:
         raise AssertionError(f"seed {seed}: peak memory grew by {growth >> 20} MiB over {inputs} inputs")
-    return FuzzReport(inputs, rejected, slowest, seed)
+    report = FuzzReport(inputs, rejected, slowest, seed)
+    # shown by `pytest -rA`: what a long run's closing note records
+    print(f"fuzzed {getattr(target, '__qualname__', target)}: {report}")
+    return report
