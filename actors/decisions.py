@@ -13,10 +13,13 @@ late commit request is refused even if the clock steps back.
 
 A commit decision is pushed to every participant until each has said it applied it
 (the client, for the shards that acknowledged its commit; a shard itself, for one that
-learned the outcome from here), and kept for COMMIT_KEPT_FOR past its deadline even
-then: a client may still be asking for it (its request queued while the coordinator
-restarted), and without the record it would be told "abort" for a committed batch.
-Clients stop asking DECIDE_GRACE (client/batches.py) after the deadline, well before.
+learned the outcome from here). Applied everywhere before its deadline, it is dropped:
+only its client's commits get participants there that early, so the client has its
+answer. Applied later, or read back after a coordinator restart, it is kept for
+COMMIT_KEPT_FOR past its deadline: its client may still be asking (the request queued
+while the coordinator restarted), and without the record it would be told "abort" for
+a committed batch. Clients stop asking DECIDE_GRACE (client/batches.py) after the
+deadline, well before.
 Abort decisions are kept for an hour past their deadline, then dropped.
 
 The log is a `VersionedStore` of its own (namespace ``txn``, key the transaction id
@@ -62,6 +65,7 @@ class Decision:
     ts: int  # the transaction's timestamp (commit); 0 for an abort
     deadline: int
     left: set[int] = field(default_factory=set)  # participants not known to have applied it
+    recovered: bool = False  # read back at startup: an earlier coordinator's answer may be lost
 
     def answer(self) -> list[Any]:
         return [COMMIT, self.ts] if self.outcome == COMMIT else [ABORT]
@@ -97,7 +101,9 @@ class DecisionLog:
             found = self.store.get_raw(_NS, key)
             try:
                 if found is not None:
-                    self.decisions[bytes.fromhex(key.decode())] = Decision.unpack(found[0])
+                    decision = Decision.unpack(found[0])
+                    decision.recovered = True
+                    self.decisions[bytes.fromhex(key.decode())] = decision
             except (ValueError, TypeError, msgpack.ExtraData) as exc:
                 log.error("unreadable decision for transaction %r: %s", key, exc)
 
@@ -151,8 +157,13 @@ class DecisionLog:
                 continue
             if shard in known.left:
                 known.left.discard(shard)
-                if not known.left:  # applied everywhere; kept a while for late askers (see above)
+                if known.left:
+                    continue
+                if known.recovered or _now() >= known.deadline:  # its client may still ask (see above)
                     self.store.set_raw(_NS, txn.hex().encode(), known.pack())
+                else:  # applied before the deadline: only the client's own commits do that
+                    del self.decisions[txn]
+                    self.store.delete_raw(_NS, txn.hex().encode())
 
     # -- upkeep ----------------------------------------------------------------------
 

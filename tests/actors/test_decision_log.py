@@ -34,10 +34,11 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_an_applied_commit_is_still_a_commit_to_a_late_asker(tmp_path: Path, clock: list[int]) -> None:
     log = DecisionLog(str(tmp_path), Durability.NONE)
     assert log.decide(TXN, "commit", NOW, DEADLINE, [0, 1]) == ["commit", NOW]
+    clock[0] = DEADLINE + 1  # the coordinator pushed it past the deadline: no answer reached the client
     log.applied([TXN], 0)
     log.applied([TXN], 1)
     assert log.commits_kept() == 0  # nothing left to push
-    clock[0] = DEADLINE + 10_000_000  # the client's retry arrives after the deadline
+    clock[0] = DEADLINE + 10_000_000  # the client's retry arrives after that
     assert log.decide(TXN, "commit", NOW, DEADLINE, [0, 1]) == ["commit", NOW]
     log.close()
     reopened = DecisionLog(str(tmp_path), Durability.NONE)  # a coordinator restarted meanwhile
@@ -46,11 +47,32 @@ def test_an_applied_commit_is_still_a_commit_to_a_late_asker(tmp_path: Path, clo
     reopened.close()
 
 
+def test_a_commit_its_client_applied_before_the_deadline_goes_at_once(tmp_path: Path, clock: list[int]) -> None:
+    log = DecisionLog(str(tmp_path), Durability.NONE)
+    log.decide(TXN, "commit", NOW, DEADLINE, [0, 1])
+    log.applied([TXN], 0)
+    log.applied([TXN], 1)
+    assert TXN not in log.decisions  # no memory kept per batch in the common case
+    log.close()
+
+
+def test_a_commit_read_back_after_a_restart_is_kept_once_applied(tmp_path: Path, clock: list[int]) -> None:
+    log = DecisionLog(str(tmp_path), Durability.NONE)
+    log.decide(TXN, "commit", NOW, DEADLINE, [0, 1])
+    log.close()  # the coordinator died before its answer went out
+    again = DecisionLog(str(tmp_path), Durability.NONE)
+    again.applied([TXN], 0)
+    again.applied([TXN], 1)  # before the deadline: a snapshot's cut applied it
+    assert again.decide(TXN, "commit", NOW, DEADLINE, [0, 1]) == ["commit", NOW]
+    again.close()
+
+
 def test_an_applied_commit_goes_after_its_grace_and_an_unapplied_one_stays(tmp_path: Path, clock: list[int]) -> None:
     log = DecisionLog(str(tmp_path), Durability.NONE)
     other = b"u" * 16
     log.decide(TXN, "commit", NOW, DEADLINE, [0, 1])
     log.decide(other, "commit", NOW, DEADLINE, [0, 1])
+    clock[0] = DEADLINE + 1
     log.applied([TXN, other], 0)
     log.applied([TXN], 1)  # `other` still waits for shard 1
     clock[0] = DEADLINE + COMMIT_KEPT_FOR - 1
