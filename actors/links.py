@@ -37,8 +37,7 @@ class ShardLinks:
         for endpoint in endpoints:
             self.add(endpoint)
         self._seq = 0
-        self._waiting: dict[int, Callback] = {}
-        self._asked: dict[int, int] = {}  # seq -> the shard asked, while waiting
+        self._waiting: dict[int, tuple[int, Callback]] = {}  # seq -> (the shard asked, its callback)
         self._deadlines: list[tuple[float, int]] = []
 
     def add(self, endpoint: str) -> zmq.Socket[Any]:
@@ -65,14 +64,12 @@ class ShardLinks:
         the map epoch, for data operations that a shard serves only under its own."""
         self._seq += 1
         seq = self._seq
-        self._waiting[seq] = callback
-        self._asked[seq] = shard
+        self._waiting[seq] = (shard, callback)
         heapq.heappush(self._deadlines, (time.monotonic() + timeout, seq))
         try:
             self.sockets[shard].send(encode_request(seq, epoch, op, *args), zmq.NOBLOCK)
         except zmq.Again:  # the shard's queue is full: it is down or stuck
             self._waiting.pop(seq)
-            self._asked.pop(seq)
             callback(None)
 
     def fan_out(
@@ -112,10 +109,9 @@ class ShardLinks:
             except InvalidRequest as exc:
                 log.warning("undecodable answer from shard %d: %s", shard, exc)
                 continue
-            callback = self._waiting.pop(reply.seq, None)
-            if callback is not None:  # else it came after its deadline: already answered None
-                self._asked.pop(reply.seq, None)
-                callback(reply)
+            waiting = self._waiting.pop(reply.seq, None)
+            if waiting is not None:  # else it came after its deadline: already answered None
+                waiting[1](reply)
 
     def next_deadline(self) -> float | None:
         while self._deadlines and self._deadlines[0][1] not in self._waiting:
@@ -126,19 +122,17 @@ class ShardLinks:
         now = time.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _deadline, seq = heapq.heappop(self._deadlines)
-            callback = self._waiting.pop(seq, None)
-            if callback is not None:
-                self._asked.pop(seq, None)
-                callback(None)
+            waiting = self._waiting.pop(seq, None)
+            if waiting is not None:
+                waiting[1](None)
 
     def abandon(self, shard: int) -> None:
         """The shard died: whatever it was asked gets its None now, not at the deadline
         (its successor never saw those requests, or answers them to no one)."""
-        for seq in [seq for seq, asked in self._asked.items() if asked == shard]:
-            del self._asked[seq]
-            callback = self._waiting.pop(seq, None)
-            if callback is not None:
-                callback(None)
+        for seq in [seq for seq, (asked, _callback) in self._waiting.items() if asked == shard]:
+            waiting = self._waiting.pop(seq, None)  # an earlier callback may have ended it
+            if waiting is not None:
+                waiting[1](None)
 
     def close(self) -> None:
         for socket in self.sockets:

@@ -377,7 +377,11 @@ def _info(path: str, scope: dict[str, Any], rows: int, size: int) -> SnapshotInf
     )
 
 
-_TEMP_SUFFIX = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp")
+_TEMP_SUFFIX = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp")  # what _temp_path adds, its writer's pid first
+
+
+def _temp_path(out_path: str) -> str:
+    return f"{out_path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
 def _clear_stale_temps(out_path: str, fs: FileSystem) -> None:
@@ -402,7 +406,7 @@ def _write_atomically(
     out_path, fsync the directory. On any error the temp file is gone, out_path untouched."""
     directory = os.path.dirname(os.path.abspath(out_path))
     _clear_stale_temps(out_path, fs)
-    tmp = f"{out_path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp = _temp_path(out_path)
     try:
         fd = fs.create(tmp)
     except OSError as exc:

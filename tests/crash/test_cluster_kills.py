@@ -20,6 +20,7 @@ from kvtest.waiting import wait_until
 
 import kvcluster
 from kvcluster import Cluster, KVError, Namespace, Timeout
+from kvcluster.process import pid_alive
 from kvcluster.router.jump import shard_for
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
@@ -212,16 +213,8 @@ def test_kill_9_of_every_process_then_restart(tmp_path: Path) -> None:
         os.kill(pid, signal.SIGKILL)
     cluster.process.wait()
     cluster.stop()
-    wait_until(lambda: not any(_alive(pid) for pid in victims))
+    wait_until(lambda: not any(pid_alive(pid) for pid in victims))
     with kvcluster.start(data) as again:
         namespace = again.connect().namespace("kept")
         check_all_present(namespace, acked)
         assert namespace.stats()["max_keys"] == 10_000
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
