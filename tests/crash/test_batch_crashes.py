@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from kvtest import scale
-from kvtest.process_faults import processes
+from kvtest.process_faults import point_taken, processes, serving
 from kvtest.waiting import wait_until
 
 import kvcluster
-from kvcluster import BatchFailed, BatchMode, Client, Cluster, ClusterUnavailable, KVError, Namespace, Timeout
+from kvcluster import BatchFailed, BatchMode, Client, Cluster, ClusterUnavailable, Namespace, Timeout
 from kvcluster.failpoints import arm
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
@@ -40,17 +40,10 @@ POINTS = (
 )
 
 
-def taken(path: Path) -> bool:
-    return not path.exists()
-
-
 def settled(client: Client) -> bool:
     """Every process serves, and no transaction is left prepared on any shard."""
-    try:
-        stats = client.stats()
-    except KVError:
-        return False
-    return bool(stats["ready"]) and all(s["ready"] and s["transactions_prepared"] == 0 for s in stats["shards"])
+    stats = serving(client)
+    return stats is not None and all(s["transactions_prepared"] == 0 for s in stats["shards"])
 
 
 def whole_batch(namespace: Namespace) -> int:
@@ -91,7 +84,7 @@ def test_kill_9_at_every_two_phase_commit_step(armed: tuple[Cluster, Path]) -> N
             refusal = exc
         except (Timeout, ClusterUnavailable):
             outcome = "unknown"
-        wait_until(functools.partial(taken, points / point), f"cycle {cycle}: {point} reached")
+        wait_until(functools.partial(point_taken, points, point), f"cycle {cycle}: {point} reached")
         wait_until(functools.partial(settled, client), f"cycle {cycle}: the cluster recovers after {point}")
         after = processes(client)
         replaced = [name for name in before if before[name] != after[name]]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from kvtest import scale
 from kvtest.prefix import KeyedWriter, prefix_violations
+from kvtest.process_faults import point_taken, serving
 from kvtest.waiting import wait_until
 
 import kvcluster
@@ -64,18 +65,6 @@ def armed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Clu
     cluster.stop()
 
 
-def settled(client: Client) -> bool:
-    try:
-        stats = client.stats()
-    except KVError:
-        return False
-    return bool(stats["ready"]) and all(shard["ready"] and shard["pid"] for shard in stats["shards"])
-
-
-def gone(path: Path) -> bool:
-    return not path.exists()
-
-
 def restarts(client: Client) -> int:
     return sum(int(shard["restarts"]) for shard in client.stats()["shards"])
 
@@ -99,8 +88,8 @@ def test_kill_9_at_every_named_point_under_write_load(armed: tuple[Cluster, Path
                 client.save_snapshot(snapshots / f"{point}.kvs")
             except KVError:  # the process writing it died: the snapshot fails, says so
                 snapshot_failures += 1
-        wait_until(functools.partial(gone, points / point), f"cycle {cycle}: {point} reached")
-        wait_until(functools.partial(settled, client), f"cycle {cycle}: the cluster serves after {point}")
+        wait_until(functools.partial(point_taken, points, point), f"cycle {cycle}: {point} reached")
+        wait_until(lambda: serving(client) is not None, f"cycle {cycle}: the cluster serves after {point}")
         if not point.startswith("snapshot."):  # a snapshot part is written by a shard's child
             assert restarts(client) == before + 1, f"{point} killed no shard"
         hits[point] += 1

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kvtest.process_faults import serving
 from kvtest.waiting import wait_until
 
 import kvcluster
-from kvcluster import BatchMode, Client, Cluster, ClusterUnavailable, KVError, Timeout
+from kvcluster import BatchMode, Client, Cluster, ClusterUnavailable, Timeout
 from kvcluster.failpoints import arm
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
@@ -31,11 +32,8 @@ POINTS = [
 
 
 def settled(client: Client) -> bool:
-    try:
-        stats = client.stats()
-    except KVError:
-        return False
-    return bool(stats["ready"]) and stats["resize"] is None and all(s["ready"] for s in stats["shards"])
+    stats = serving(client)
+    return stats is not None and stats["resize"] is None
 
 
 @pytest.fixture

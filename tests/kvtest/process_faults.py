@@ -8,10 +8,21 @@ import random
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from kvcluster import Client, Cluster, KVError
 
-__all__ = ["kill_random_live_shard", "paused", "processes", "restarted", "shard_pid", "shard_pids"]
+__all__ = [
+    "kill_random_live_shard",
+    "paused",
+    "point_taken",
+    "processes",
+    "restarted",
+    "serving",
+    "shard_pid",
+    "shard_pids",
+]
 
 
 def shard_pids(cluster: Cluster) -> list[int | None]:
@@ -28,6 +39,21 @@ def processes(client: Client) -> dict[str, int | None]:
     """The coordinator's pid and each shard's, by name ("coordinator", "shard.N")."""
     stats = client.stats()
     return {"coordinator": stats["coordinator"]["pid"], **{f"shard.{s['id']}": s["pid"] for s in stats["shards"]}}
+
+
+def serving(client: Client) -> dict[str, Any] | None:
+    """The cluster's stats once the coordinator and every shard serve; None until then."""
+    try:
+        stats: dict[str, Any] = client.stats()
+    except KVError:
+        return None
+    ready = stats["ready"] and all(shard["ready"] and shard["pid"] for shard in stats["shards"])
+    return stats if ready else None
+
+
+def point_taken(directory: Path, name: str) -> bool:
+    """A point armed with kvcluster.failpoints.arm has been reached (its file is gone)."""
+    return not (directory / name).exists()
 
 
 def restarted(cluster: Cluster, shard: int, old: int) -> bool:
