@@ -78,10 +78,12 @@ class Histories:
     reports: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add(self, client: int, window: int, operations: list[Operation]) -> None:
+    def add(self, client: int, window: int, operations: list[Operation], last: bool = True) -> None:
+        """More of `client`'s operations in `window`; `last`: it has moved past the window."""
         if window >= 0:
             self.pending[window].extend(operations)
-        self.done_through[client] = max(window, self.done_through.get(client, -1))
+        if last:
+            self.done_through[client] = max(window, self.done_through.get(client, -1))
 
     def check_ready(self, everything: bool = False) -> None:
         """Check every window all clients are done with (all of them at the end)."""
@@ -203,8 +205,8 @@ class Soak:
         except queue.Empty:
             return
         while True:
-            if message[0] == "history":
-                self.histories.add(message[1], message[2], message[3])
+            if message[0] in ("ops", "history"):
+                self.histories.add(message[1], message[2], message[3], last=message[0] == "history")
             elif message[0] == "result":
                 self.reports[message[1]] = message[2]
             try:

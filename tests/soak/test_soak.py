@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from kvtest import scale
+from kvtest.linearizability import Operation
+from soak import Histories
 from soak_client import KeyModel, Write, make_value
 from soak_watch import Sample, judge_flat
 
@@ -39,6 +41,23 @@ def test_flatness_passes_a_flat_series_and_flags_growth() -> None:
     warming = [10 * mib + min(i, 10) * 2 * mib for i in range(40)]
     assert judge_flat("client-0", series(warming), warmup_end=10).flat is True
     assert judge_flat("client-0", series(growing[:10]), warmup_end=8).flat is None  # too few to judge
+
+
+def test_a_window_is_checked_only_after_every_client_handed_over_its_last_chunk() -> None:
+    """Clients send a window in chunks (their memory stays bounded); the runner must not
+    check the window on a middle chunk, or it would judge half a history."""
+    histories = Histories(clients=2)
+
+    def ops(client: int, value: str, called: int) -> list[Operation]:
+        return [Operation(client, "set", "k", value, None, called, called + 1)]
+
+    histories.add(0, 0, ops(0, "a", 10), last=False)
+    histories.add(1, 0, ops(1, "b", 20), last=True)
+    histories.check_ready()
+    assert histories.windows == 0  # client 0 is still in window 0
+    histories.add(0, 0, ops(0, "c", 30), last=True)
+    histories.check_ready()
+    assert (histories.windows, histories.operations, histories.violations) == (1, 3, 0)
 
 
 def test_key_model_allows_what_may_be_and_flags_what_may_not() -> None:
