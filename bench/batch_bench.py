@@ -148,7 +148,7 @@ def operation(spec: Spec, address: str, port: int, n: int, worker: int = 0) -> I
     first = worker * n // WORKERS
     value_of = dict(zip(keys, values, strict=True))
     if spec.peer == "kvcluster":
-        with kvcluster.connect(address, timeout=30.0) as client:
+        with kvcluster.Client(address, timeout=30.0) as client:
             if spec.layout == "single":
                 plan = [
                     (list(part), {k: value_of[k] for k in part})

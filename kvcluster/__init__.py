@@ -11,7 +11,7 @@ from kvcluster.batch import BatchMode, BatchResult
 from kvcluster.client.aio import AsyncClient, AsyncNamespace
 from kvcluster.client.namespace import Namespace
 from kvcluster.client.sync import Client
-from kvcluster.cluster import Cluster, connect, start
+from kvcluster.cluster import Cluster, connect, connect_async, start
 from kvcluster.config import Durability, Retention
 from kvcluster.errors import (
     BatchFailed,
@@ -57,6 +57,7 @@ __all__ = [
     "ValueTooLarge",
     "__version__",
     "connect",
+    "connect_async",
     "recover",
     "start",
 ]

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvcluster.actors.coordinator import CoordinatorConfig
 from kvcluster.actors.supervision import MAX_RESTART_DELAY
@@ -27,8 +27,14 @@ from kvcluster.codec import DEFAULT_MAX_MESSAGE
 from kvcluster.config import DEFAULT_SHARD_BUFFER_SIZE, Durability, Retention
 from kvcluster.datadir import DataDir, PidLock
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
+from kvcluster.rediscluster.address import is_redis_cluster
 
-__all__ = ["Cluster", "connect", "launch", "start", "wait_until_ready"]
+if TYPE_CHECKING:
+    from kvcluster.client.aio import AsyncClient
+    from kvcluster.rediscluster.aio import AsyncRedisClusterClient
+    from kvcluster.rediscluster.sync import RedisClusterClient
+
+__all__ = ["Cluster", "connect", "connect_async", "launch", "start", "wait_until_ready"]
 
 DEFAULT_START_TIMEOUT = 60.0
 
@@ -39,11 +45,43 @@ def connect(
     timeout: float = 10.0,
     key: str | os.PathLike[str] | None = None,
     server_key: str | os.PathLike[str] | None = None,
-) -> Client:
+) -> Client | RedisClusterClient:
     """A client of the cluster at `address`: a data directory, or a router's tcp://
     address. A router with CURVE needs `key` (this client's NAME.key_secret, allowed
-    there) and `server_key` (the cluster's public key, DATA/keys/server.key)."""
+    there) and `server_key` (the cluster's public key, DATA/keys/server.key).
+    A `redis+cluster://host:port[,host:port...]` address is a Redis Cluster: the same
+    API on it (docs/redis-cluster.md; needs `pip install 'kvcluster[redis]'`)."""
+    if is_redis_cluster(address):
+        from kvcluster import rediscluster
+
+        _no_curve(key, server_key)
+        return rediscluster.connect(address, timeout=timeout)
     return Client(address, timeout=timeout, key=key, server_key=server_key)
+
+
+async def connect_async(
+    address: str | os.PathLike[str],
+    *,
+    timeout: float = 10.0,
+    key: str | os.PathLike[str] | None = None,
+    server_key: str | os.PathLike[str] | None = None,
+) -> AsyncClient | AsyncRedisClusterClient:
+    """The asyncio twin of `connect`: `await kvcluster.connect_async(address)` is an
+    `AsyncClient` (as `await AsyncClient.connect(address)`), or for a
+    `redis+cluster://` address its Redis Cluster twin."""
+    if is_redis_cluster(address):
+        from kvcluster import rediscluster
+
+        _no_curve(key, server_key)
+        return await rediscluster.connect_async(address, timeout=timeout)
+    from kvcluster.client.aio import AsyncClient
+
+    return await AsyncClient.connect(address, timeout=timeout, key=key, server_key=server_key)
+
+
+def _no_curve(key: object, server_key: object) -> None:
+    if key is not None or server_key is not None:
+        raise InvalidRequest("CURVE keys are for kvcluster routers; a Redis Cluster address takes none")
 
 
 def _config(

@@ -9,7 +9,7 @@ from kvtest import LONG
 
 from kvcluster.journal import VersionedStore
 
-pytest_plugins = ["kvtest.clusters"]
+pytest_plugins = ["kvtest.clusters", "kvtest.redis_cluster"]
 
 LONG_TIMEOUT = 3 * 3600  # seconds a test may take under KV_LONG=1 (the soak alone is 60 min)
 

@@ -24,6 +24,6 @@ def main(verbose: bool) -> None:
     )
 
 
-from kvcluster.cli import bench, cluster, data, journal, recovery, snapshots  # noqa: E402  (the commands register on `main`)
+from kvcluster.cli import bench, cluster, data, export, journal, recovery, snapshots  # noqa: E402  (the commands register on `main`)
 
-__all__ += ["bench", "cluster", "data", "journal", "recovery", "snapshots"]
+__all__ += ["bench", "cluster", "data", "export", "journal", "recovery", "snapshots"]

@@ -62,7 +62,7 @@ def test_kill_9_mid_resize(armed: tuple[Cluster, Path], point: str, who: str, ou
     except Timeout:
         answer = "unknown"  # the coordinator died with the call
     assert not (points / point).exists(), f"{point} was not reached"
-    with kvcluster.connect(cluster.data_dir, timeout=10.0) as fresh:
+    with Client(cluster.data_dir, timeout=10.0) as fresh:
         wait_until(lambda: settled(fresh), f"the cluster settles after {point}")
         shards = fresh.stats()["shards"]
         expected = 2 if outcome == "back" else 3

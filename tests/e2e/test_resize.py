@@ -70,7 +70,7 @@ def test_resize_moves_only_the_keys_whose_shard_changes(
     stats = client.stats()
     assert len(stats["shards"]) == after and stats["resize"] is None and stats["ready"]
     # A client that still holds the old map is told to refresh, and routes again.
-    with kvcluster.connect(client.target.address) as fresh:
+    with Client(client.target.address) as fresh:
         fresh.core.map = type(fresh.core.map)(1, fresh.core.map.endpoints[:before], fresh.core.map.coordinator)
         fresh._links.clear()
         fresh_ns = fresh.namespace("users")

@@ -63,7 +63,7 @@ class Admin:
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = kvcluster.connect(self.data_dir, timeout=self.timeout)
+            self._client = kvcluster.Client(self.data_dir, timeout=self.timeout)
         return self._client
 
     def reset(self) -> None:

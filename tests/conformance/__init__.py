@@ -1,0 +1,1 @@
+"""The conformance suite: one set of API tests run against every backend."""
