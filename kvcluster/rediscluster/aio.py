@@ -11,6 +11,7 @@ redis-py's asyncio `RedisCluster`; many operations may be in flight at once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from kvcluster.keys import encode_namespace
 from kvcluster.rediscluster import batches, core
 from kvcluster.rediscluster.address import parse_address
 from kvcluster.rediscluster.errors import REDIS_ERRORS, is_lost_connection, is_noscript, translate
-from kvcluster.rediscluster.plans import READS, Command, Plan, Step
+from kvcluster.rediscluster.plans import READS, Command, Pause, Plan, Step
 from kvcluster.rediscluster.registry import Registry
 from kvcluster.rediscluster.scripts import SCRIPTS
 from kvcluster.rediscluster.status import cluster_stats, ping
@@ -88,7 +89,11 @@ class AsyncRedisClusterClient:
         try:
             step = next(plan)
             while True:
-                step = plan.send(await self.execute(step))
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                    step = plan.send([])
+                else:
+                    step = plan.send(await self.execute(step))
         except StopIteration as done:
             result: R = done.value
             return result
@@ -219,7 +224,7 @@ class AsyncRedisClusterNamespace:
     def __init__(self, client: AsyncRedisClusterClient, name: str) -> None:
         self.client = client
         self.name = name
-        self._space = core.Space(name, encode_namespace(name))
+        self._space = core.Space(name, encode_namespace(name), client.timeout)
 
     def __repr__(self) -> str:
         return f"AsyncRedisClusterNamespace({self.name!r} at {self.client.address!r})"

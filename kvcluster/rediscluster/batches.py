@@ -4,11 +4,17 @@ BEST_EFFORT: each key on its own — one script call (or GET) per key, pipelined
 by node; what fails is listed in `errors` and the rest applies.
 
 ALL_OR_NOTHING: Redis Cluster runs a script atomically only on keys of one hash
-slot. A batch whose keys all share a slot is one script call: every change applies
-or none does, at one timestamp. A batch over several slots is refused before
-anything is sent (InvalidRequest naming the slots), and so is `get_many`, whose
-reads of several slots would not form one view: give the keys one `{hash tag}`, or
-use BEST_EFFORT. (A commit protocol across slots would slot in here.)
+slot. A batch whose keys all share a slot is one script call (the fast path): every
+change applies or none does, at one timestamp; `get_many` is one MGET. A batch over
+several slots runs the commit protocol of txn.py — prepare every slot's keys as
+locks, commit on the first key's slot, roll the others forward — with the same
+result: all or nothing, at one timestamp, across crashes. `get_many` over several
+slots reads every slot until two rounds in a row find the same records and no lock:
+one consistent view (docs/redis-cluster.md, section 6, says why).
+
+Keys locked by a cross-slot batch in progress are resolved as locks.py says: a write
+waits for the batch's decision (at most the client's timeout), a read of one slot
+takes the old records of an undecided batch.
 
 The results have the local engine's shape and meaning (kvcluster.batch.BatchResult,
 BatchFailed with per-key errors; client/batches.py is the local twin).
@@ -16,32 +22,37 @@ BatchFailed with per-key errors; client/batches.py is the local twin).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from kvcluster.batch import BatchMode, BatchResult
-from kvcluster.errors import BatchFailed, ClusterUnavailable, InvalidRequest, KeyNotFound, KVError
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout
 from kvcluster.keys import encode_keys
 from kvcluster.rediscluster.core import (
     Space,
     checked_scope,
+    deadline,
     full,
     packed_value,
     release,
     reserve,
     unknown_outcome,
 )
-from kvcluster.rediscluster.layout import Limits, decode_record, record_tail, value_key
-from kvcluster.rediscluster.plans import Command, Plan, chunked, single
+from kvcluster.rediscluster.layout import Limits, Lock, Record, decode_record, decode_stored, record_tail, value_key
+from kvcluster.rediscluster.locks import Undecided, blocker_of, read_through, resolve, write_each, write_through
+from kvcluster.rediscluster.plans import Command, Plan, chunked
 from kvcluster.rediscluster.registry import Registry
 from kvcluster.rediscluster.scripts import REMOVE, WRITE
 from kvcluster.rediscluster.slots import key_slot
+from kvcluster.rediscluster.txn import across_slots, batch_failed, missing_key
 from kvcluster.values import unpack_value
 
-__all__ = ["MAX_ATOMIC_KEYS", "consume_many", "delete_many", "get_many", "one_slot", "set_many"]
+__all__ = ["MAX_ATOMIC_KEYS", "consume_many", "delete_many", "get_many", "set_many"]
 
-MAX_ATOMIC_KEYS: Final = 1 << 15  # keys of one all-or-nothing script call (as a local shard's part)
+MAX_ATOMIC_KEYS: Final = 1 << 15  # keys of one all-or-nothing batch (as a local shard's part)
 RESERVE_RETRIES: Final = 8  # tries of an all-or-nothing set_many whose new keys keep changing
+READ_ROUNDS: Final = 64  # rounds of a one-slot all-or-nothing read that keeps meeting decided batches
 
 _MISSING: Final = object()
 
@@ -72,20 +83,16 @@ def _pairs(items: Any) -> tuple[list[Any], list[Any]]:
     return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
 
 
-def one_slot(stored: list[bytes], what: str) -> None:
-    """Refuse an all-or-nothing batch that Redis Cluster cannot apply atomically."""
-    slots = {key_slot(key) for key in stored}
-    if len(slots) > 1:
-        raise InvalidRequest(
-            f"{what} in BatchMode.ALL_OR_NOTHING: its {len(stored)} keys span {len(slots)} hash slots, and "
-            "Redis Cluster is atomic only within one slot; nothing was sent. Give the keys one {hash tag} "
-            "(e.g. 'cart:{42}:items' and 'cart:{42}:total' share a slot), or use BatchMode.BEST_EFFORT"
-        )
+def _one_slot(stored: list[bytes]) -> bool:
+    """Whether an all-or-nothing batch takes the one-script path; InvalidRequest when
+    it is too large for one (a script blocks its node while it runs)."""
     if len(stored) > MAX_ATOMIC_KEYS:
         raise InvalidRequest(
             f"an all-or-nothing batch takes at most {MAX_ATOMIC_KEYS} keys on Redis Cluster; "
             "split it, or use BatchMode.BEST_EFFORT"
         )
+    first = key_slot(stored[0])
+    return all(key_slot(key) == first for key in stored)
 
 
 # -- results -----------------------------------------------------------------------------
@@ -98,18 +105,7 @@ def _result(keys: list[Any], data: list[Any], errors: dict[int, KVError]) -> Bat
     return BatchResult(len(ordered), ordered, {keys[i]: errors[i] for i in sorted(errors)})
 
 
-def _failed(
-    keys: list[Any], errors: dict[int, KVError], what: str, outcome: str = "nothing was applied"
-) -> BatchFailed:
-    failed = {keys[i]: errors[i] for i in sorted(errors)}
-    first = next(iter(failed.items()))
-    return BatchFailed(
-        f"{what}: {len(failed)} of {len(keys)} keys failed (first {first[0]!r}: {first[1]}); {outcome}", failed
-    )
-
-
-def _missing_key(key: Any) -> KeyNotFound:
-    return KeyNotFound(f"key {key!r} does not exist")
+_failed = batch_failed
 
 
 # -- set_many ----------------------------------------------------------------------------
@@ -123,8 +119,7 @@ def set_many(registry: Registry, space: Space, items: Any, mode: Any, scope: Any
     if not keys:
         return BatchResult(0, {})
     stored = [value_key(space.ns, key) for key in raw]
-    if mode is BatchMode.ALL_OR_NOTHING:
-        one_slot(stored, "set_many")
+    one_slot = mode is BatchMode.ALL_OR_NOTHING and _one_slot(stored)
     limits = yield from registry.limits(space.name)
     errors: dict[int, KVError] = {}
     tails: list[bytes] = []
@@ -137,7 +132,10 @@ def set_many(registry: Registry, space: Space, items: Any, mode: Any, scope: Any
     if mode is BatchMode.ALL_OR_NOTHING:
         if errors:
             raise _failed(keys, errors, "set_many")
-        ts = yield from _set_atomically(space, limits, keys, stored, tails)
+        if one_slot:
+            ts = yield from _set_atomically(space, limits, keys, stored, tails)
+        else:
+            ts = (yield from across_slots(space, limits, "set", keys, stored, tails)).ts
         return BatchResult(len(keys), dict.fromkeys(keys, ts))
     return (yield from _set_each(space, limits, keys, stored, tails, errors))
 
@@ -145,16 +143,19 @@ def set_many(registry: Registry, space: Space, items: Any, mode: Any, scope: Any
 def _set_atomically(
     space: Space, limits: Limits, keys: list[Any], stored: list[bytes], tails: list[bytes]
 ) -> Plan[int]:
+    until = deadline(space)
     if not limits.max_keys:
-        ts, _created = yield from single(WRITE.call(stored, [-1, *tails]))
+        ts, _created = yield from write_through(WRITE.call(stored, [-1, *tails]), stored, until)
         return int(ts)
     reserved = 0
     for _attempt in range(RESERVE_RETRIES):
         try:
-            ts, absent = yield from single(WRITE.call(stored, [reserved, *tails]))
+            ts, absent = yield from write_through(WRITE.call(stored, [reserved, *tails]), stored, until)
         except KVError as exc:
             if not unknown_outcome(exc):
                 yield from release(space, reserved)
+            if isinstance(exc, Undecided):  # a lock that stayed: nothing was written
+                raise _failed(keys, dict.fromkeys(range(len(keys)), exc), "set_many") from None
             raise
         if ts >= 0:
             yield from release(space, reserved - len(absent))
@@ -182,7 +183,9 @@ def _set_each(
     data: list[Any] = [_MISSING] * len(keys)
     pending = [i for i in range(len(keys)) if i not in errors]
     room = -1 if not limits.max_keys else 0  # counted: first write the keys that exist
-    outcomes = yield from chunked([WRITE.call([stored[i]], [room, tails[i]]) for i in pending])
+    until = deadline(space)
+    commands = [WRITE.call([stored[i]], [room, tails[i]]) for i in pending]
+    outcomes = yield from write_each(commands, [stored[i] for i in pending], until)
     new: list[int] = []
     for i, outcome in zip(pending, outcomes, strict=True):
         if isinstance(outcome, KVError):
@@ -196,7 +199,8 @@ def _set_each(
         error = full(space, limits)
         errors.update((i, error) for i in new[granted:])  # as many new keys as fit, in input order
         taken = new[:granted]
-        outcomes = yield from chunked([WRITE.call([stored[i]], [1, tails[i]]) for i in taken])
+        commands = [WRITE.call([stored[i]], [1, tails[i]]) for i in taken]
+        outcomes = yield from write_each(commands, [stored[i] for i in taken], until)
         unused = 0
         for i, outcome in zip(taken, outcomes, strict=True):
             if isinstance(outcome, KVError):
@@ -222,25 +226,86 @@ def get_many(registry: Registry, space: Space, keys: Iterable[Any], mode: Any) -
     if not listed:
         return BatchResult(0, {})
     stored = [value_key(space.ns, key) for key in raw]
-    if mode is BatchMode.ALL_OR_NOTHING:
-        one_slot(stored, "get_many")
+    one_slot = mode is BatchMode.ALL_OR_NOTHING and _one_slot(stored)
     yield from registry.limits(space.name)
-    errors: dict[int, KVError] = {}
-    if mode is BatchMode.ALL_OR_NOTHING:
-        found = yield from single(Command(("MGET", *stored)))  # one slot: one consistent read
+    found: list[Record | KVError | None]
+    if mode is BatchMode.BEST_EFFORT:
+        raws = yield from chunked([Command(("GET", key)) for key in stored])
+        found = yield from read_through(stored, raws)
+    elif one_slot:
+        found = yield from _read_one_slot(stored)
     else:
-        found = yield from chunked([Command(("GET", key)) for key in stored])
+        found = yield from _read_across(stored, deadline(space))
+    errors: dict[int, KVError] = {}
     data: list[Any] = [_MISSING] * len(listed)
-    for i, raw_record in enumerate(found):
-        if isinstance(raw_record, KVError):
-            errors[i] = raw_record
-        elif raw_record is None:
-            errors[i] = _missing_key(listed[i])
+    for i, record in enumerate(found):
+        if isinstance(record, KVError):
+            errors[i] = record
+        elif record is None:
+            errors[i] = missing_key(listed[i])
         else:
-            data[i] = unpack_value(decode_record(raw_record, stored[i]).packed)
+            data[i] = unpack_value(record.packed)
     if errors and mode is BatchMode.ALL_OR_NOTHING:
         raise _failed(listed, errors, "get_many", "no data is returned")
     return _result(listed, data, errors)
+
+
+def _read_one_slot(stored: list[bytes]) -> Plan[list[Record | KVError | None]]:
+    """One MGET: one instant of one slot. A lock of an undecided batch reads as its old
+    record — the batch was undecided after the MGET ran, so it had not committed when
+    the MGET read. A decided batch is settled, and the MGET runs again."""
+    for _round in range(READ_ROUNDS):
+        (answer,) = yield [Command(("MGET", *stored))]
+        if isinstance(answer, KVError):
+            return [answer] * len(stored)
+        found: list[Record | Lock | None] = [
+            None if raw is None else decode_stored(raw, key) for key, raw in zip(stored, answer, strict=True)
+        ]
+        decided: dict[bytes, bool] = {}
+        for key, record in zip(stored, found, strict=True):
+            if isinstance(record, Lock) and record.txn_id not in decided:
+                decided[record.txn_id] = yield from resolve(blocker_of(key, record), None)
+        if not any(decided.values()):
+            return [
+                record.old_record(key) if isinstance(record, Lock) else record
+                for key, record in zip(stored, found, strict=True)
+            ]
+    raise ClusterUnavailable("keys kept being locked by other clients' batches while this read ran; retry")
+
+
+def _read_across(stored: list[bytes], until: float) -> Plan[list[Record | KVError | None]]:
+    """Read several slots (one MGET per slot, pipelined) until two rounds in a row see
+    the very same records and no lock: nothing changed any key between the rounds, so
+    the records are every key's value at the moment the first round ended. A lock met
+    is resolved, waiting for an undecided batch (until the deadline), and the rounds
+    start over."""
+    slots: dict[int, list[int]] = {}
+    for i, key in enumerate(stored):
+        slots.setdefault(key_slot(key), []).append(i)
+    groups = list(slots.values())
+    previous: list[Any] | None = None
+    while True:
+        answers = yield from chunked([Command(("MGET", *(stored[i] for i in group))) for group in groups])
+        raws: list[Any] = [None] * len(stored)
+        for group, answer in zip(groups, answers, strict=True):
+            if isinstance(answer, KVError):
+                return [answer] * len(stored)
+            for i, raw in zip(group, answer, strict=True):
+                raws[i] = raw
+        found = [None if raw is None else decode_stored(raw, key) for key, raw in zip(stored, raws, strict=True)]
+        locks = {
+            record.txn_id: (key, record) for key, record in zip(stored, found, strict=True) if isinstance(record, Lock)
+        }
+        if locks:
+            for key, lock in locks.values():
+                yield from resolve(blocker_of(key, lock), until)
+            previous = None
+        elif raws == previous:
+            return [record for record in found if not isinstance(record, Lock)]
+        else:
+            previous = raws
+        if time.monotonic() > until:
+            raise Timeout("get_many: the keys kept changing; no consistent view within the timeout, retry")
 
 
 # -- delete_many, consume_many -------------------------------------------------------------
@@ -261,27 +326,36 @@ def _remove_many(registry: Registry, space: Space, keys: Iterable[Any], mode: An
     if not listed:
         return BatchResult(0, {})
     stored = [value_key(space.ns, key) for key in raw]
-    if mode is BatchMode.ALL_OR_NOTHING:
-        one_slot(stored, what)
+    one_slot = mode is BatchMode.ALL_OR_NOTHING and _one_slot(stored)
     limits = yield from registry.limits(space.name)
     flags = ["1", "1" if consume else "0"]
     data: list[Any] = [_MISSING] * len(listed)
     errors: dict[int, KVError] = {}
+    if mode is BatchMode.ALL_OR_NOTHING and not one_slot:
+        kind = "consume" if consume else "delete"
+        outcome = yield from across_slots(space, limits, kind, listed, stored, [])
+        for i, old in enumerate(outcome.olds):
+            data[i] = unpack_value(decode_record(old, stored[i]).packed) if consume else outcome.ts
+        return _result(listed, data, errors)  # (across_slots gave the counter back)
     if mode is BatchMode.ALL_OR_NOTHING:
-        answer = yield from single(REMOVE.call(stored, flags))
+        try:
+            answer = yield from write_through(REMOVE.call(stored, flags), stored, deadline(space))
+        except Undecided as exc:  # a lock that stayed: nothing was removed
+            raise _failed(listed, dict.fromkeys(range(len(listed)), exc), what) from None
         if answer[0] < 0:
-            raise _failed(listed, {i - 1: _missing_key(listed[i - 1]) for i in answer[1]}, what)
+            raise _failed(listed, {i - 1: missing_key(listed[i - 1]) for i in answer[1]}, what)
         for i in range(len(listed)):
             data[i] = unpack_value(decode_record(answer[2][i], stored[i]).packed) if consume else int(answer[0])
         removed = len(listed)
     else:
-        outcomes = yield from chunked([REMOVE.call([key], flags) for key in stored])
+        commands = [REMOVE.call([key], flags) for key in stored]
+        outcomes = yield from write_each(commands, stored, deadline(space))
         removed = 0
         for i, outcome in enumerate(outcomes):
             if isinstance(outcome, KVError):
                 errors[i] = outcome
             elif outcome[0] < 0:
-                errors[i] = _missing_key(listed[i])
+                errors[i] = missing_key(listed[i])
             else:
                 data[i] = unpack_value(decode_record(outcome[2][0], stored[i]).packed) if consume else int(outcome[0])
                 removed += 1

@@ -1,13 +1,16 @@
 """Single-key operations, scans and key counting of the Redis Cluster backend, as plans.
 
-Reads are plain GET/EXISTS, decoded here; writes run the scripts of scripts.py. Every
+Reads are plain GET/GETRANGE, decoded here; writes run the scripts of scripts.py. Every
 operation first checks its namespace against the client's registry cache (no round
 trip while it is fresh): NamespaceNotFound once it is deleted, ValueTooLarge against
-its `max_value_bytes`, and whether its keys are counted (`max_keys` > 0).
+its `max_value_bytes`, and whether its keys are counted (`max_keys` > 0). A key locked
+by a cross-slot batch is resolved as locks.py says: a read takes the old record of an
+undecided batch, a write waits for the decision (at most the client's timeout).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final, NamedTuple
 
 from kvcluster.errors import (
@@ -21,6 +24,7 @@ from kvcluster.errors import (
 )
 from kvcluster.keys import encode_key
 from kvcluster.rediscluster.layout import (
+    LOCKED,
     Limits,
     Record,
     counter_key,
@@ -30,8 +34,9 @@ from kvcluster.rediscluster.layout import (
     user_key,
     value_key,
 )
+from kvcluster.rediscluster.locks import Undecided, read_through, write_through
 from kvcluster.rediscluster.plans import Command, Plan, chunked, single
-from kvcluster.rediscluster.registry import Registry, count_keys, scan_page
+from kvcluster.rediscluster.registry import Registry, scan_page
 from kvcluster.rediscluster.scripts import REMOVE, UPDATE, WRITE
 from kvcluster.scope import Scope
 from kvcluster.values import pack_value, unpack_value
@@ -42,6 +47,7 @@ __all__ = [
     "checked_scope",
     "consume",
     "count",
+    "deadline",
     "delete",
     "delete_item",
     "exists",
@@ -51,7 +57,9 @@ __all__ = [
     "get_versioned",
     "namespace_stats",
     "packed_value",
+    "present_keys",
     "read",
+    "read_records",
     "release",
     "reserve",
     "scan_rows",
@@ -64,10 +72,17 @@ MAX_VALUE_BYTES: Final = (512 << 20) - 64  # a Redis string holds 512 MiB, the r
 
 
 class Space(NamedTuple):
-    """A namespace as the plans see it: its name and its validated bytes."""
+    """A namespace as the plans see it: its name, its validated bytes, and the client's
+    timeout (how long a write waits for another client's batch to be decided)."""
 
     name: str
     ns: bytes
+    timeout: float = 10.0
+
+
+def deadline(space: Space) -> float:
+    """When an operation starting now stops waiting for locks (time.monotonic())."""
+    return time.monotonic() + space.timeout
 
 
 def checked_scope(scope: Any) -> Scope:
@@ -88,7 +103,7 @@ def packed_value(value: Any, limits: Limits) -> bytes:
 
 def unknown_outcome(error: KVError) -> bool:
     """True when a failed write may have been applied all the same (no answer came)."""
-    return isinstance(error, (Timeout, ClusterUnavailable))
+    return isinstance(error, (Timeout, ClusterUnavailable)) and not isinstance(error, Undecided)
 
 
 # -- the key counter (max_keys > 0) ----------------------------------------------------
@@ -125,16 +140,17 @@ def write(registry: Registry, space: Space, key: Any, value: Any, scope: Any) ->
     scope = checked_scope(scope)
     limits = yield from registry.limits(space.name)
     tail = record_tail(scope, packed_value(value, limits))
+    until = deadline(space)
     if not limits.max_keys:
-        ts, _created = yield from single(WRITE.call([stored], [-1, tail]))
+        ts, _created = yield from write_through(WRITE.call([stored], [-1, tail]), [stored], until)
         return int(ts)
-    ts, _created = yield from single(WRITE.call([stored], [0, tail]))  # replacing needs no room
+    ts, _created = yield from write_through(WRITE.call([stored], [0, tail]), [stored], until)  # replacing: no room
     if ts >= 0:
         return int(ts)
     if not (yield from reserve(space, limits, 1)):
         raise full(space, limits)
     try:
-        ts, created = yield from single(WRITE.call([stored], [1, tail]))
+        ts, created = yield from write_through(WRITE.call([stored], [1, tail]), [stored], until)
     except KVError as exc:
         if not unknown_outcome(exc):
             yield from release(space, 1)
@@ -147,8 +163,21 @@ def write(registry: Registry, space: Space, key: Any, value: Any, scope: Any) ->
 def read(registry: Registry, space: Space, key: Any) -> Plan[Record | None]:
     stored = value_key(space.ns, encode_key(key))
     yield from registry.limits(space.name)
-    raw = yield from single(Command(("GET", stored)))
-    return None if raw is None else decode_record(raw, stored)
+    (record,) = yield from read_records([stored])
+    return record
+
+
+def read_records(stored: list[bytes]) -> Plan[list[Record | None]]:
+    """The records of value keys (None: no key), each read on its own (GET), locks
+    resolved; the first error raised."""
+    raws = yield from chunked([Command(("GET", key)) for key in stored])
+    records = yield from read_through(stored, raws)
+    found: list[Record | None] = []
+    for record in records:
+        if isinstance(record, KVError):
+            raise record
+        found.append(record)
+    return found
 
 
 def get(registry: Registry, space: Space, key: Any, default: Any) -> Plan[Any]:
@@ -172,14 +201,34 @@ def get_item(registry: Registry, space: Space, key: Any) -> Plan[Any]:
 def exists(registry: Registry, space: Space, key: Any) -> Plan[bool]:
     stored = value_key(space.ns, encode_key(key))
     yield from registry.limits(space.name)
-    return bool((yield from single(Command(("EXISTS", stored)))))
+    (present,) = yield from present_keys([stored])
+    return present
+
+
+def present_keys(stored: list[bytes]) -> Plan[list[bool]]:
+    """Whether each value key exists: its scope byte alone is read, and a lock is
+    resolved (a key an undecided batch creates does not exist yet)."""
+    answers = yield from chunked([Command(("GETRANGE", key, 8, 8)) for key in stored])  # b"": no key
+    present: list[bool] = []
+    locked: list[int] = []
+    for i, answer in enumerate(answers):
+        if isinstance(answer, KVError):
+            raise answer
+        present.append(bool(answer))
+        if answer == bytes((LOCKED,)):
+            locked.append(i)
+    if locked:
+        records = yield from read_records([stored[i] for i in locked])
+        for i, record in zip(locked, records, strict=True):
+            present[i] = record is not None
+    return present
 
 
 def update(registry: Registry, space: Space, key: Any, value: Any) -> Plan[Any]:
     """Replace an existing key's value (its scope stays); the old value. KeyNotFound if absent."""
     stored = value_key(space.ns, encode_key(key))
     limits = yield from registry.limits(space.name)
-    answer = yield from single(UPDATE.call([stored], [packed_value(value, limits)]))
+    answer = yield from write_through(UPDATE.call([stored], [packed_value(value, limits)]), [stored], deadline(space))
     if answer is None:
         raise KeyNotFound(f"key {key!r} does not exist")
     return unpack_value(decode_record(answer[1], stored).packed)
@@ -189,7 +238,7 @@ def consume(registry: Registry, space: Space, key: Any) -> Plan[Any]:
     """Read and delete a key at once; its value. KeyNotFound if absent."""
     stored = value_key(space.ns, encode_key(key))
     limits = yield from registry.limits(space.name)
-    answer = yield from single(REMOVE.call([stored], ["1", "1"]))
+    answer = yield from write_through(REMOVE.call([stored], ["1", "1"]), [stored], deadline(space))
     if answer[0] < 0:
         raise KeyNotFound(f"key {key!r} does not exist")
     if limits.max_keys:
@@ -201,7 +250,7 @@ def delete(registry: Registry, space: Space, key: Any) -> Plan[bool]:
     """Delete a key; whether it existed."""
     stored = value_key(space.ns, encode_key(key))
     limits = yield from registry.limits(space.name)
-    answer = yield from single(REMOVE.call([stored], ["1", "0"]))
+    answer = yield from write_through(REMOVE.call([stored], ["1", "0"]), [stored], deadline(space))
     if answer[0] < 0:
         return False
     if limits.max_keys:
@@ -218,12 +267,26 @@ def delete_item(registry: Registry, space: Space, key: Any) -> Plan[None]:
 def count(registry: Registry, space: Space, nodes: list[str]) -> Plan[int]:
     """`len(ns)`: the namespace's keys, counted by SCAN on every primary."""
     yield from registry.limits(space.name)
-    return (yield from count_keys(space.ns, nodes))
+    return (yield from _count_keys(space.ns, nodes))
+
+
+def _count_keys(ns: bytes, nodes: list[str]) -> Plan[int]:
+    """The keys of a namespace: SCAN on every primary, and each key's scope byte, so
+    that a key an undecided batch creates is not counted yet (present_keys)."""
+    total = 0
+    for node in nodes:
+        cursor = 0
+        while True:
+            cursor, keys = yield from scan_page(node, cursor, namespace_pattern(ns))
+            total += sum((yield from present_keys(keys)))
+            if not cursor:
+                break
+    return total
 
 
 def namespace_stats(registry: Registry, space: Space, nodes: list[str]) -> Plan[dict[str, Any]]:
     limits = yield from registry.limits(space.name, fresh=True)
-    keys = yield from count_keys(space.ns, nodes)
+    keys = yield from _count_keys(space.ns, nodes)
     return {"name": space.name, "keys": keys, "max_keys": limits.max_keys, "max_value_bytes": limits.max_value_bytes}
 
 
@@ -240,14 +303,11 @@ def scan_rows(
     if not cursor:
         yield from registry.limits(space.name)
     cursor, keys = yield from scan_page(node, cursor, namespace_pattern(space.ns))
-    raws = yield from chunked([Command(("GET", key)) for key in keys])
+    records = yield from read_records(keys)
     rows: list[tuple[str, Any, int]] = []
-    for stored, raw in zip(keys, raws, strict=True):
-        if isinstance(raw, KVError):
-            raise raw
-        if raw is None:
+    for stored, record in zip(keys, records, strict=True):
+        if record is None:
             continue
-        record = decode_record(raw, stored)
         if scope is None or record.scope is scope:
             rows.append((user_key(space.ns, stored), unpack_value(record.packed), record.ts))
     return cursor, rows

@@ -20,7 +20,8 @@ What it copies, in order:
 3. **The newer record wins.** IMPORT writes a record only where the key is absent or
    holds an older timestamp; a record as new or newer on the target (the same one
    copied before, or a later write made there) is kept. So running an export again
-   changes nothing, and no key ever moves back in time.
+   changes nothing, and no key ever moves back in time. A key locked by a cross-slot
+   batch is resolved first, as every write does (locks.py).
 4. **Key counters** of namespaces with `max_keys` > 0: raised by the keys each chunk
    created, and recounted by SCAN at the end (which also repairs a counter left wrong
    by an export that was interrupted). Stop writers to those namespaces meanwhile.
@@ -44,6 +45,7 @@ from kvcluster.rediscluster import DEFAULT_TIMEOUT, connect
 from kvcluster.rediscluster.address import is_redis_cluster
 from kvcluster.rediscluster.export_sources import ClusterSource, Row, SnapshotSource, Source
 from kvcluster.rediscluster.layout import Limits, counter_key, encode_record, value_key
+from kvcluster.rediscluster.locks import write_each
 from kvcluster.rediscluster.plans import Command
 from kvcluster.rediscluster.registry import count_keys
 from kvcluster.rediscluster.scripts import IMPORT
@@ -296,7 +298,9 @@ class _Copy:
             for name, key, packed, ts in rows
         ]
         created: dict[str, int] = {}
-        for (name, key, packed, _ts), result in zip(rows, self.target.execute(step), strict=True):
+        stored = [value_key(self.spaces[name], key) for name, key, _packed, _ts in rows]
+        results = self.target.run(write_each(step, stored, time.monotonic() + self.target.timeout))
+        for (name, key, packed, _ts), result in zip(rows, results, strict=True):
             report = self.reports[name]
             report.keys += 1
             self.done[name] += 1

@@ -4,7 +4,9 @@ A plan is a generator. It yields a step — a list of Redis commands to send at 
 (the sync client pipelines them, node by node; the asyncio client awaits the same
 pipeline) — and is sent back each command's result, or the `KVError` it raised; it
 returns the operation's value. The plans hold every rule of the backend; the two
-clients only move commands (kvcluster/rediscluster/sync.py and aio.py).
+clients only move commands (kvcluster/rediscluster/sync.py and aio.py). A plan that
+must wait (for another client's batch to finish: locks.py) yields a `Pause`, an
+empty step the client answers with [] after sleeping that long.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from typing import Any, NamedTuple, TypeVar
 
 from kvcluster.errors import KVError
 
-__all__ = ["PIPELINE_CHUNK", "READS", "Command", "Plan", "Step", "chunked", "single"]
+__all__ = ["PIPELINE_CHUNK", "READS", "Command", "Pause", "Plan", "Step", "chunked", "pause", "single"]
 
 R = TypeVar("R")
 
 PIPELINE_CHUNK = 4096  # commands in one pipelined step, at most: replies stay small
 # Commands that change nothing: safe to send again when a connection broke before the
 # answer came. A write is never sent twice by the client (its outcome is the caller's).
-READS = frozenset({"GET", "MGET", "EXISTS", "SCAN", "HGET", "HKEYS", "HGETALL", "PING", "INFO", "CLUSTER SLOTS"})
+READS = frozenset(
+    {"GET", "MGET", "GETRANGE", "EXISTS", "SCAN", "HGET", "HKEYS", "HGETALL", "PING", "INFO", "CLUSTER SLOTS", "TIME"}
+)
 
 
 class Command(NamedTuple):
@@ -34,6 +38,19 @@ class Command(NamedTuple):
 
 Step = list[Command]
 Plan = Generator[Step, list[Any], R]
+
+
+class Pause(list[Command]):
+    """A step with no command: the client sleeps `seconds`, then sends the plan []."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+
+def pause(seconds: float) -> Plan[None]:
+    """Wait `seconds` (asyncio: without blocking the loop)."""
+    yield Pause(seconds)
 
 
 def single(command: Command) -> Plan[Any]:

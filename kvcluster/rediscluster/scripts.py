@@ -8,48 +8,21 @@ the client loads them all and sends the command again (nothing ran).
 
 Records are `layout.py`'s: 8-byte big-endian timestamp, scope byte, msgpack value.
 A key that does not hold one fails the script with a `KVCLUSTER` error, which the
-client reports as StorageError.
+client reports as StorageError. A key that holds a lock (a cross-slot batch between
+its prepare and its roll forward) is never overwritten: the script writes nothing and
+answers {-2, i, txn key, txn id} for the first such KEYS[i] (lua.py `locked`); the
+client resolves the lock (locks.py) and sends the script again. The shared Lua
+helpers are lua.py's; the scripts of cross-slot batches are txn_scripts.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
-from kvcluster.rediscluster.plans import Command
+from kvcluster.rediscluster.lua import Script
+from kvcluster.rediscluster.txn_scripts import TXN_SCRIPTS
 
 __all__ = ["IMPORT", "NS_CREATE", "NS_DELETE", "NS_UPDATE", "REMOVE", "SCRIPTS", "UPDATE", "WRITE", "Script"]
-
-_HELPERS: Final = """
-local function stamp(record, key)
-  if #record < 10 then
-    error({err = 'KVCLUSTER Redis key ' .. key .. ' does not hold a kvcluster record'})
-  end
-  return (struct.unpack('>I8', record))
-end
-local function after(newest)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if now > newest then return now end
-  return newest + 1
-end
-"""
-
-
-class Script:
-    """One Lua script: its source and the SHA1 that EVALSHA names it by."""
-
-    def __init__(self, name: str, body: str) -> None:
-        self.name = name
-        self.source = (_HELPERS + body).encode()
-        self.sha = hashlib.sha1(self.source).hexdigest()
-
-    def call(self, keys: Sequence[bytes], args: Sequence[Any]) -> Command:
-        return Command(("EVALSHA", self.sha, len(keys), *keys, *args))
-
-    def __repr__(self) -> str:
-        return f"Script({self.name!r}, {self.sha})"
 
 
 # KEYS: value keys (one slot). ARGV[1]: how many of them may be created (-1: any number);
@@ -65,6 +38,7 @@ for i = 1, #KEYS do
   local old = redis.call('GET', KEYS[i])
   if old then
     local ts = stamp(old, KEYS[i])
+    if is_lock(old) then return locked(i, old) end
     if ts > newest then newest = ts end
   else
     absent[#absent + 1] = i
@@ -85,7 +59,9 @@ UPDATE: Final = Script(
     """
 local old = redis.call('GET', KEYS[1])
 if not old then return false end
-local ts = after(stamp(old, KEYS[1]))
+local newest = stamp(old, KEYS[1])
+if is_lock(old) then return locked(1, old) end
+local ts = after(newest)
 redis.call('SET', KEYS[1], struct.pack('>I8', ts) .. string.sub(old, 9, 9) .. ARGV[1])
 return {ts, old}
 """,
@@ -103,6 +79,7 @@ for i = 1, #KEYS do
   local old = redis.call('GET', KEYS[i])
   if old then
     local ts = stamp(old, KEYS[i])
+    if is_lock(old) then return locked(i, old) end
     if ts > newest then newest = ts end
     olds[i] = old
   else
@@ -167,16 +144,21 @@ return 1
 # elsewhere (`kvcluster export`, migrate.py), its timestamp kept. The newer record wins:
 # it is written where the key is absent or holds an older timestamp, and a record as
 # new or newer is left alone (so exporting again changes nothing and never moves a key
-# back in time). -> 1 created, 2 replaced an older record, 0 kept the stored one.
+# back in time). -> 1 created, 2 replaced an older record, 0 kept the stored one;
+# {-2, 1, txn key, txn id} for a locked key.
 IMPORT: Final = Script(
     "import",
     """
 local old = redis.call('GET', KEYS[1])
-if old and stamp(old, KEYS[1]) >= stamp(ARGV[1], 'of the imported record') then return 0 end
+if old then
+  local ts = stamp(old, KEYS[1])
+  if is_lock(old) then return locked(1, old) end
+  if ts >= stamp(ARGV[1], 'of the imported record') then return 0 end
+end
 redis.call('SET', KEYS[1], ARGV[1])
 if old then return 2 end
 return 1
 """,
 )
 
-SCRIPTS: Final = (WRITE, UPDATE, REMOVE, NS_CREATE, NS_UPDATE, NS_DELETE, IMPORT)
+SCRIPTS: Final = (WRITE, UPDATE, REMOVE, NS_CREATE, NS_UPDATE, NS_DELETE, IMPORT, *TXN_SCRIPTS)

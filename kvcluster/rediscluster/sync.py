@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ from kvcluster.keys import encode_namespace
 from kvcluster.rediscluster import batches, core
 from kvcluster.rediscluster.address import parse_address
 from kvcluster.rediscluster.errors import REDIS_ERRORS, is_lost_connection, is_noscript, translate
-from kvcluster.rediscluster.plans import READS, Command, Plan, Step
+from kvcluster.rediscluster.plans import READS, Command, Pause, Plan, Step
 from kvcluster.rediscluster.registry import Registry
 from kvcluster.rediscluster.scripts import SCRIPTS
 from kvcluster.rediscluster.status import cluster_stats, ping
@@ -87,7 +88,11 @@ class RedisClusterClient:
         try:
             step = next(plan)
             while True:
-                step = plan.send(self.execute(step))
+                if isinstance(step, Pause):
+                    time.sleep(step.seconds)
+                    step = plan.send([])
+                else:
+                    step = plan.send(self.execute(step))
         except StopIteration as done:
             result: R = done.value
             return result
@@ -120,7 +125,7 @@ class RedisClusterClient:
         pipe = redis.pipeline(transaction=False)
         try:
             for command in step:
-                pipe.execute_command(*command.args)
+                pipe.execute_command(*command.args, **_script_node(redis, command))
             return list(pipe.execute(raise_on_error=False))
         except REDIS_ERRORS as exc:
             return [exc] * len(step)
@@ -219,6 +224,16 @@ def _restore_client(address: str, timeout: float) -> RedisClusterClient:
     return RedisClusterClient(address, timeout=timeout)
 
 
+def _script_node(redis: Any, command: Command) -> dict[str, Any]:
+    """The node of a script's keys, named up front: redis-py's cluster pipeline would
+    otherwise ask the server for them (COMMAND GETKEYS), one round trip per script.
+    A MOVED answer still sends the script again by its keys."""
+    args = command.args
+    if args[0] != "EVALSHA" or int(args[2]) < 1:
+        return {}
+    return {"target_nodes": redis.get_node_from_key(args[3])}
+
+
 def _routing(redis: Any, command: Command) -> dict[str, Any]:
     if command.node is None:
         return {}
@@ -234,7 +249,7 @@ class RedisClusterNamespace:
     def __init__(self, client: RedisClusterClient, name: str) -> None:
         self.client = client
         self.name = name
-        self._space = core.Space(name, encode_namespace(name))
+        self._space = core.Space(name, encode_namespace(name), client.timeout)
 
     def __repr__(self) -> str:
         return f"RedisClusterNamespace({self.name!r} at {self.client.address!r})"

@@ -1,7 +1,10 @@
 """set_many / get_many / delete_many / consume_many in both modes on both backends,
-through the sync and the asyncio client. Keys of an ALL_OR_NOTHING batch share one
-hash tag (`{b}`), so that on a Redis Cluster they share a slot; on the local engine
-the tag is only part of the key, and they spread over every shard as usual."""
+through the sync and the asyncio client. Keys of most ALL_OR_NOTHING batches share one
+hash tag (`{b}`), so that on a Redis Cluster they share a slot (one script); the tests
+marked LAYOUTS run them also over keys of three slots on three nodes (`spread`: the
+commit protocol of kvcluster/rediscluster/txn.py), where the backends must agree just
+the same. On the local engine a tag is only part of the key, and keys spread over
+every shard as usual."""
 
 from __future__ import annotations
 
@@ -19,15 +22,38 @@ from kvcluster import (
     Scope,
     ValueTooLarge,
 )
+from kvcluster.rediscluster.layout import value_key
+from kvcluster.rediscluster.slots import SLOTS, key_slot
 
 AON = BatchMode.ALL_OR_NOTHING
 BEST = BatchMode.BEST_EFFORT
 MODES = pytest.mark.parametrize("mode", [AON, BEST], ids=["aon", "best"])
+LAYOUTS = pytest.mark.parametrize("layout", ["one-slot", "three-slots"])
+TAGS = "abc"  # slots 15495, 3300, 7365: one in each third, so on each primary of a 3-node cluster
 
 
 def tagged(count: int, prefix: str = "k") -> dict[str, int]:
     """`count` keys of one hash slot (one tag), {b}k0000 -> 0 ..."""
     return {f"{{b}}{prefix}{i:04d}": i for i in range(count)}
+
+
+def spread(count: int, prefix: str = "k") -> dict[str, int]:
+    """`count` keys over three slots on three Redis nodes, {a}k0000 -> 0, {b}k0001 -> 1 ..."""
+    return {f"{{{TAGS[i % 3]}}}{prefix}{i:04d}": i for i in range(count)}
+
+
+def keyset(layout: str, count: int, prefix: str = "k") -> dict[str, int]:
+    return tagged(count, prefix) if layout == "one-slot" else spread(count, prefix)
+
+
+def gone(layout: str, *names: str) -> list[str]:
+    """Keys that do not exist: in the batch's one slot, or in as many slots as names."""
+    return [f"{{{'b' if layout == 'one-slot' else TAGS[i % 3]}}}{name}" for i, name in enumerate(names)]
+
+
+def test_spread_keys_lie_on_every_node_of_a_three_node_redis_cluster() -> None:
+    slots = {key_slot(value_key(b"ns", key.encode())) for key in spread(3)}
+    assert len(slots) == 3 and {slot * 3 // SLOTS for slot in slots} == {0, 1, 2}
 
 
 @MODES
@@ -41,10 +67,29 @@ def test_set_many_writes_every_key_and_returns_timestamps_in_input_order(api: An
         assert api.get_versioned(key) == (value, result.data[key])
 
 
-def test_all_or_nothing_set_many_gives_every_key_one_timestamp(api: Any) -> None:
-    api.set("{b}k0003", "older")
-    result = api.set_many(tagged(40), AON)
-    assert len(set(result.data.values())) == 1
+@LAYOUTS
+def test_all_or_nothing_set_many_gives_every_key_one_timestamp(api: Any, layout: str) -> None:
+    items = keyset(layout, 40)
+    older = api.set(list(items)[3], "older")
+    result = api.set_many(items, AON)
+    assert result.processed == 40 and list(result.data) == list(items)
+    (ts,) = set(result.data.values())
+    assert ts > older
+    assert all(api.get_versioned(key) == (value, ts) for key, value in items.items())
+
+
+@LAYOUTS
+def test_all_or_nothing_batches_read_delete_and_consume_whole(api: Any, layout: str) -> None:
+    items = keyset(layout, 24)
+    keys = list(items)[::-1]
+    api.set_many(items, AON)
+    assert list(api.get_many(keys, AON).data.items()) == [(key, items[key]) for key in keys]
+    consumed = api.consume_many(keys[:12], AON)
+    assert list(consumed.data.items()) == [(key, items[key]) for key in keys[:12]] and consumed.processed == 12
+    deleted = api.delete_many(keys[12:], AON)
+    assert list(deleted.data) == keys[12:] and len(set(deleted.data.values())) == 1
+    assert len(api) == 0
+    assert api.get_many(keys, BEST).processed == 0
 
 
 def test_set_many_takes_pairs_and_a_scope(api: Any) -> None:
@@ -70,11 +115,13 @@ def test_get_many_best_effort_lists_missing_keys_as_errors(api: Any) -> None:
     assert isinstance(result.errors["missing"], KeyNotFound)
 
 
-def test_get_many_all_or_nothing_fails_on_a_missing_key_and_returns_no_data(api: Any) -> None:
-    api.set_many(tagged(10), AON)
+@LAYOUTS
+def test_get_many_all_or_nothing_fails_on_a_missing_key_and_returns_no_data(api: Any, layout: str) -> None:
+    api.set_many(keyset(layout, 10), AON)
+    missing = gone(layout, "nope-1", "nope-2")
     with pytest.raises(BatchFailed) as failed:
-        api.get_many([*tagged(10), "{b}nope-1", "{b}nope-2"], AON)
-    assert set(failed.value.errors) == {"{b}nope-1", "{b}nope-2"}
+        api.get_many([*keyset(layout, 10), *missing], AON)
+    assert set(failed.value.errors) == set(missing)
     assert all(isinstance(e, KeyNotFound) for e in failed.value.errors.values())
 
 
@@ -98,12 +145,14 @@ def test_delete_many_removes_keys_and_reports_missing_ones(api: Any, mode: Batch
         assert not api.exists("{b}k0015")
 
 
-def test_delete_many_all_or_nothing_deletes_nothing_when_a_key_is_missing(api: Any) -> None:
-    api.set_many(tagged(20), AON)
+@LAYOUTS
+def test_delete_many_all_or_nothing_deletes_nothing_when_a_key_is_missing(api: Any, layout: str) -> None:
+    api.set_many(keyset(layout, 20), AON)
+    missing = gone(layout, "gone", "gone-too")  # three slots: the first key's, and another
     with pytest.raises(BatchFailed) as failed:
-        api.delete_many([*tagged(20), "{b}gone"], AON)
-    assert list(failed.value.errors) == ["{b}gone"]
-    assert isinstance(failed.value.errors["{b}gone"], KeyNotFound)
+        api.delete_many([*keyset(layout, 20), *missing], AON)
+    assert list(failed.value.errors) == missing
+    assert all(isinstance(error, KeyNotFound) for error in failed.value.errors.values())
     assert len(api) == 20
 
 
@@ -115,11 +164,14 @@ def test_consume_many_returns_the_values_it_takes(api: Any, mode: BatchMode) -> 
     assert len(api) == 0
 
 
-def test_consume_many_all_or_nothing_takes_nothing_when_a_key_is_missing(api: Any) -> None:
-    api.set_many(tagged(12), AON)
-    with pytest.raises(BatchFailed):
-        api.consume_many([*tagged(12), "{b}gone"], AON)
-    assert api.get_many(list(tagged(12)), AON).data == tagged(12)
+@LAYOUTS
+def test_consume_many_all_or_nothing_takes_nothing_when_a_key_is_missing(api: Any, layout: str) -> None:
+    api.set_many(keyset(layout, 12), AON)
+    (missing,) = gone(layout, "a-gone", "b-gone")[1:]  # not in the first key's slot
+    with pytest.raises(BatchFailed) as failed:
+        api.consume_many([*keyset(layout, 12), missing], AON)
+    assert list(failed.value.errors) == [missing]
+    assert api.get_many(list(keyset(layout, 12)), AON).data == keyset(layout, 12)
 
 
 def test_consume_many_best_effort_takes_what_exists(api: Any) -> None:
@@ -155,13 +207,15 @@ def test_bad_batches_are_refused_before_anything_is_sent(api: Any, call: Any) ->
     assert not api.exists("a")
 
 
-def test_values_msgpack_cannot_carry_fail_per_key(api: Any) -> None:
+@LAYOUTS
+def test_values_msgpack_cannot_carry_fail_per_key(api: Any, layout: str) -> None:
     result = api.set_many({"good": 1, "bad": {1, 2}}, BEST)
     assert result.data.keys() == {"good"} and isinstance(result.errors["bad"], InvalidRequest)
+    good, bad = gone(layout, "good2", "bad")
     with pytest.raises(BatchFailed) as failed:
-        api.set_many({"{b}good2": 1, "{b}bad": {1, 2}}, AON)
-    assert list(failed.value.errors) == ["{b}bad"]
-    assert not api.exists("{b}good2")
+        api.set_many({good: 1, bad: {1, 2}}, AON)
+    assert list(failed.value.errors) == [bad]
+    assert not api.exists(good)
 
 
 def test_a_best_effort_batch_larger_than_one_pipeline(ns: Any) -> None:
@@ -191,18 +245,19 @@ def test_value_limit_fails_one_key_best_effort_and_the_whole_batch_all_or_nothin
     assert not any(limited.exists(key) for key in tagged(10, "n"))
 
 
-def test_max_keys_holds_for_batches(limited: Any) -> None:
-    limited.set_many(tagged(20), AON)
+@LAYOUTS
+def test_max_keys_holds_for_batches(limited: Any, layout: str) -> None:
+    limited.set_many(keyset(layout, 20), AON)
     with pytest.raises(BatchFailed) as failed:
-        limited.set_many(tagged(20, "more"), AON)  # 40 > 30
+        limited.set_many(keyset(layout, 20, "more"), AON)  # 40 > 30
     assert all(isinstance(e, NamespaceFull) for e in failed.value.errors.values())
     assert len(limited) == 20
-    result = limited.set_many(tagged(20, "more"), BEST)
+    result = limited.set_many(keyset(layout, 20, "more"), BEST)
     assert result.processed == 10 and len(result.errors) == 10
     assert all(isinstance(e, NamespaceFull) for e in result.errors.values())
     assert len(limited) == 30
-    limited.set_many(tagged(20), AON)  # replacing existing keys needs no room
-    limited.delete_many(list(tagged(20))[:5], AON)
-    assert limited.set_many(tagged(5, "after"), AON).processed == 5
+    limited.set_many(keyset(layout, 20), AON)  # replacing existing keys needs no room
+    limited.delete_many(list(keyset(layout, 20))[:5], AON)
+    assert limited.set_many(keyset(layout, 5, "after"), AON).processed == 5
     with pytest.raises(BatchFailed):
-        limited.set_many(tagged(1, "over"), AON)
+        limited.set_many(keyset(layout, 1, "over"), AON)

@@ -59,39 +59,20 @@ def raw(redis_cluster: str) -> Iterator[Any]:
     client.close()
 
 
-# -- atomic batches across shards / slots -------------------------------------------------
+# -- atomic batches across slots --------------------------------------------------------
+# All-or-nothing batches over several slots behave as on the local engine: the shared
+# tests of test_batch_modes.py (LAYOUTS) pin it; tests/rediscluster/test_cross_slot_batches.py
+# tests the commit protocol itself (crashes, pauses, concurrent batches). What stays
+# Redis's own is the cost, and the one-script fast path that a hash tag opens:
 
 
-def test_local_all_or_nothing_batches_span_shards(cluster: Cluster) -> None:
-    with cluster.connect() as client:
-        users = client.create_namespace("d-local-spread")
-        try:
-            assert users.set_many(SPREAD, AON).processed == len(SPREAD)
-            assert users.get_many(list(SPREAD), AON).data == SPREAD
-            assert users.delete_many(list(SPREAD), AON).processed == len(SPREAD)
-        finally:
-            client.delete_namespace("d-local-spread")
-
-
-def test_redis_all_or_nothing_batches_over_several_slots_are_refused_before_anything_is_sent(redis_ns: Any) -> None:
-    slots = len({key_slot(value_key(redis_ns.name.encode(), key.encode())) for key in SPREAD})
-    with pytest.raises(InvalidRequest, match=f"span {slots} hash slots") as refused:
-        redis_ns.set_many(SPREAD, AON)
-    assert "atomic only within one slot" in str(refused.value) and "BEST_EFFORT" in str(refused.value)
-    assert "{hash tag}" in str(refused.value)
-    assert len(redis_ns) == 0
-    redis_ns.set_many(SPREAD, BatchMode.BEST_EFFORT)
-    for call in (redis_ns.get_many, redis_ns.delete_many, redis_ns.consume_many):
-        with pytest.raises(InvalidRequest, match="hash slots"):
-            call(list(SPREAD), AON)
-    assert redis_ns.get_many(list(SPREAD), BatchMode.BEST_EFFORT).data == SPREAD
-
-
-def test_redis_a_hash_tag_puts_keys_in_one_slot(redis_ns: Any) -> None:
+def test_redis_a_hash_tag_puts_keys_in_one_slot(redis_ns: Any, raw: Any) -> None:
     keys = ["cart:{42}:items", "cart:{42}:total", "{42}"]
     assert len({key_slot(value_key(redis_ns.name.encode(), key.encode())) for key in keys}) == 1
+    txn_records = set(raw.scan_iter(match="kv|{*}|txn|*"))
     result = redis_ns.set_many(dict.fromkeys(keys, 1), AON)
     assert len(set(result.data.values())) == 1
+    assert set(raw.scan_iter(match="kv|{*}|txn|*")) <= txn_records  # one script: no txn record needed
 
 
 # -- operations of the local engine only ----------------------------------------------

@@ -14,18 +14,25 @@ from kvcluster import Scope, StorageError
 from kvcluster.rediscluster.layout import (
     REGISTRY_KEY,
     Limits,
+    Lock,
+    TxnRecord,
     counter_key,
     decode_limits,
     decode_record,
+    decode_stored,
+    decode_txn,
     encode_limits,
+    encode_lock,
     encode_record,
+    encode_txn,
     namespace_of,
     namespace_pattern,
     record_tail,
+    txn_key,
     user_key,
     value_key,
 )
-from kvcluster.rediscluster.slots import key_slot
+from kvcluster.rediscluster.slots import SLOTS, key_slot, slot_tag
 from kvcluster.values import pack_value
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "redis-cluster.md"
@@ -102,3 +109,71 @@ def test_the_worked_examples_of_the_docs_are_exact() -> None:
     assert len(slots) >= 3
     for stored, slot in slots:
         assert key_slot(stored.encode()) == int(slot), stored
+
+
+# -- cross-slot batches: slot tags, locks, txn records -----------------------------------
+
+
+@pytest.mark.parametrize("slot", [0, 1, 3300, 8000, 16006, SLOTS - 1])
+def test_a_slot_tag_puts_a_key_in_its_slot(slot: int) -> None:
+    tag = slot_tag(slot)
+    assert key_slot(b"{" + tag + b"}") == slot and key_slot(txn_key(tag, b"0123")) == slot
+    assert tag.isdigit() and len(tag) <= 6
+    assert all(key_slot(str(n).encode()) != slot for n in range(int(tag)))  # the first such
+    assert slot_tag(slot) is tag  # cached
+
+
+def test_every_slot_has_a_tag_of_at_most_six_digits() -> None:
+    found = {key_slot(str(n).encode()) for n in range(1_000_000)}
+    assert len(found) == SLOTS
+    with pytest.raises(ValueError, match="slot"):
+        slot_tag(SLOTS)
+
+
+def test_txn_records_are_not_value_keys() -> None:
+    assert namespace_of(txn_key(b"3411", b"0123456789abcdef")) is None
+    assert txn_key(b"3411", b"0123456789abcdef") == b"kv|{3411}|txn|0123456789abcdef"
+
+
+@given(
+    st.integers(0, 2**63 - 1),
+    st.none() | st.binary(min_size=10, max_size=70000),
+    st.none() | st.binary(min_size=2, max_size=300),
+)
+def test_locks_round_trip(ts: int, old: bytes | None, new: bytes | None) -> None:
+    data = encode_lock(ts, old, new, b"0123456789abcdef", b"kv|{0}|txn|0123456789abcdef")
+    assert data[8] == 0xFF and len(data) >= 10
+    assert decode_stored(data) == Lock(old, new, b"0123456789abcdef", b"kv|{0}|txn|0123456789abcdef")
+    with pytest.raises(StorageError, match="holds a lock"):
+        decode_record(data, b"kv|ns|k")
+
+
+@pytest.mark.parametrize("tail", [b"", b"\x94\xc0", b"\x93\xc0\xc0\xc0", b"\x94\x01\xc0\xc4\x01a\xc4\x01b"])
+def test_a_damaged_lock_is_a_storage_error(tail: bytes) -> None:
+    with pytest.raises(StorageError, match=r"lock|record"):
+        decode_stored(b"\x00" * 8 + b"\xff" + tail, b"kv|ns|k")
+
+
+def test_txn_records_round_trip_and_damage_is_reported() -> None:
+    record = TxnRecord("committed", 1_700_000_024_000_000, 1_700_000_004_001_000, [b"kv|u|b"], [b"kv|u|a"])
+    assert decode_txn(encode_txn(record)) == record
+    for damaged in (b"\x90", encode_txn(record._replace(state="maybe")), b"\x81\xa5state\xa7pending"):
+        with pytest.raises(StorageError, match="txn record"):
+            decode_txn(damaged, b"kv|{0}|txn|x")
+
+
+def test_the_worked_lock_example_of_the_docs_is_exact() -> None:
+    """The lock of docs/redis-cluster.md section 6.2, byte for byte."""
+    text = DOC.read_text()
+    (example,) = re.findall(
+        r"^lock (\S+) (\S+) old_ts=(\d+) old=(\S+) new=(\S+) scope=(\w+) txn=(\w+)\n"
+        r"\s+txn key (\S+) +slot (\d+)\n\s+lock ((?:[0-9a-f ]+\n)+)",
+        text,
+        re.M,
+    )
+    ns, key, old_ts, old, new, scope, txn, stored_txn, slot, lock = example
+    assert key_slot(value_key(ns.encode(), key.encode())) == int(slot) == key_slot(stored_txn.encode())
+    assert stored_txn.encode() == txn_key(slot_tag(int(slot)), txn.encode())
+    old_record = encode_record(int(old_ts), Scope.PERMANENT, pack_value(eval(old)))
+    new_tail = record_tail(Scope[scope], pack_value(eval(new)))
+    assert bytes.fromhex(lock) == encode_lock(int(old_ts), old_record, new_tail, txn.encode(), stored_txn.encode())
