@@ -34,6 +34,7 @@ from kvcluster.config import Durability
 from kvcluster.datadir import DataDir, adopt_retention
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
 from kvcluster.process import StopSignal, log_to_file
+from kvcluster.resp.gateway import GatewayConfig, ready_address, run_gateway
 from kvcluster.router.clustermap import ClusterMap
 from kvcluster.router.proxy import RouterConfig, run_router
 
@@ -59,6 +60,7 @@ class CoordinatorConfig:
     curve: bool = False  # ... which lets in only clients with allowed CURVE keys (kvcluster.curve)
     retention: dict[str, Any] | None = None  # archive limits named at start (the others: as recorded)
     max_restart_delay: float = MAX_RESTART_DELAY  # cap on the crash-loop backoff, seconds
+    resp: str | None = None  # serve the Redis protocol through a gateway process at this host:port
 
 
 class Coordinator:
@@ -123,6 +125,17 @@ class Coordinator:
             self.router = ActorSlot(
                 "router", run_router, router_config, self.data.run, max_restart_delay=config.max_restart_delay
             )
+        self.resp: ActorSlot[GatewayConfig] | None = None
+        if config.resp:
+            self.resp = ActorSlot(
+                "resp",
+                run_gateway,
+                GatewayConfig(config.data_dir, config.resp),
+                self.data.run,
+                max_restart_delay=config.max_restart_delay,
+            )
+        # processes that serve clients beside the shards, supervised the same way
+        self.services: list[ActorSlot[Any]] = [service for service in (self.router, self.resp) if service is not None]
         self.wakeup = StopSignal(self._request_shutdown)
         self.broker = QuotaBroker(self.quota, self.links, self._live, self._before_release)
         self.decisions = DecisionLog(
@@ -198,7 +211,6 @@ class Coordinator:
         self.polled_pidfds = pidfds
 
     def _poll_once(self) -> None:
-        router = self.router
         self._watch_pidfds()
         ready = dict(self.poller.poll(self._timeout_ms()))
         if self.wakeup.fileno() in ready:
@@ -209,8 +221,9 @@ class Coordinator:
                 self.links.abandon(i)
             if self.links.sockets[i] in ready:
                 self.links.receive(i)
-        if router is not None and router.pidfd >= 0 and router.pidfd in ready:
-            router.died()
+        for service in self.services:
+            if service.pidfd >= 0 and service.pidfd in ready:
+                service.died()
         if self.admin in ready:
             self._serve()
         streams = self.streams
@@ -238,7 +251,7 @@ class Coordinator:
                 actor.start()
 
     def _actors(self) -> list[ActorSlot[Any]]:
-        return [*self.slots, *([self.router] if self.router is not None else [])]
+        return [*self.slots, *self.services]
 
     def _timeout_ms(self) -> int:
         if self.shutdown_requested:
@@ -259,13 +272,13 @@ class Coordinator:
         return max(0, min(1000, int((min(times) - time.monotonic()) * 1000) + 1))
 
     def _start_shards(self) -> None:
-        """Adopt the shards (and router) a previous coordinator left running; start the others."""
-        if self.router is not None:
-            pid = self.router.recorded_pid()
+        """Adopt the shards (and router, gateway) a previous coordinator left running; start the others."""
+        for service in self.services:
+            pid = service.recorded_pid()
             if pid is not None:
-                self.router.adopt(pid)  # it holds the listening port: a second one could not bind
+                service.adopt(pid)  # it holds the listening port: a second one could not bind
             else:
-                self.router.start()
+                service.start()
         for slot in self.slots:
             pid = slot.recorded_pid()
             if pid is not None:
@@ -303,13 +316,14 @@ class Coordinator:
         self.links.call(shard, Op.NS_SYNC, [self.registry.active()], synced)
 
     def _stop_shards(self) -> None:
-        """STOP every shard (and the router), wait for them, and kill what is left at the deadline."""
-        if self.router is not None:
-            self.router.restart_at = None
-            self.router.terminate()
-            if not self.router.wait(5.0):
-                self.router.kill()
-                self.router.wait(5.0)
+        """STOP every shard (and the router, gateway), wait for them, and kill what is left at the deadline."""
+        for service in self.services:
+            service.restart_at = None
+            service.terminate()
+        for service in self.services:
+            if not service.wait(5.0):
+                service.kill()
+                service.wait(5.0)
         for slot in self.slots:
             slot.restart_at = None
             if slot.pid is not None:
@@ -558,9 +572,24 @@ class Coordinator:
                 resize=self.resizer.describe(),
             )
             status["coordinator"]["commits_unapplied"] = self.decisions.commits_kept()
+            status["router"] = self._service_status(self.router, self.config.listen, self.router is not None)
+            resp_serving = self.resp is not None and ready_address(self.data.root) == self.config.resp
+            status["resp"] = self._service_status(self.resp, self.config.resp, resp_serving)
             self._reply(envelope, seq, status)
 
         self.links.fan_out(self._serving(), Op.SHARD_STATS, [], gathered, 2.0)
+
+    def _service_status(self, slot: ActorSlot[Any] | None, address: str | None, serving: bool) -> Any:
+        """The router's or the gateway's line of the status: None when not configured."""
+        if slot is None:
+            return None
+        return {
+            "pid": slot.pid,
+            "address": address,
+            "serving": bool(serving and slot.pid is not None),
+            "restarts": slot.restarts,
+            **self.stats.of(slot.pid),
+        }
 
     def _namespace_stats(self, envelope: Envelope, seq: int, name: Any) -> None:
         entry = self.registry.get(name)

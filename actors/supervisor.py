@@ -128,11 +128,12 @@ class Supervisor:
         log.info("cluster stopped")
 
     def _kill_leftovers(self) -> None:
-        """Shards left behind by a coordinator that was killed: they are our children now."""
+        """Shards (and the router, the gateway) left behind by a coordinator that was killed:
+        they are our children now."""
         run = DataDir.at(self.config.coordinator.data_dir).run
         leftovers = []
         for name in os.listdir(run):
-            if name.startswith("shard-") and name.endswith(".pid"):
+            if (name.startswith("shard-") and name.endswith(".pid")) or name in ("router.pid", "resp.pid"):
                 with contextlib.suppress(OSError, ValueError), open(os.path.join(run, name), encoding="ascii") as f:
                     pid = int(f.read().strip())
                     if _is_child(pid):

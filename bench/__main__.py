@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, bool] = {
     "snapshot": True,
     "resize": False,
     "fault": True,
+    "resp": True,
 }
 
 

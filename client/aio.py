@@ -27,7 +27,7 @@ from kvcluster.client.forks import fork_generation
 from kvcluster.client.links import ConnectionLost
 from kvcluster.client.snapshots import SAVE_TIMEOUT
 from kvcluster.client.sync import DEFAULT_TIMEOUT
-from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op
+from kvcluster.codec import DEFAULT_MAX_MESSAGE, Limits, Op, Reply
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout
 from kvcluster.router.clustermap import ClusterMap
 from kvcluster.scope import Scope
@@ -121,6 +121,50 @@ class AsyncClient:
         except ConnectionLost:
             if call.op not in READ_OPS:
                 raise
+        return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
+
+    def submit(self, call: Call) -> asyncio.Future[Any]:
+        """`run(call)` as a future, started before this returns: for a caller that keeps
+        many single-key requests in flight and needs them to reach their shard in the order
+        it made them (the RESP gateway). Over a connected local stream no coroutine runs
+        for the request; over ZeroMQ it is `run()` in a task. A request sent again (after
+        a stale map, or a read after a lost connection) may be overtaken by later ones."""
+        loop = asyncio.get_running_loop()
+        link = None
+        if not self._closed and self._generation == fork_generation():
+            link = self._link_for(call.target)
+        if not isinstance(link, AsyncStreamLink):
+            return loop.create_task(self.run(call))
+        seq = next(self._seq)
+        sent = link.send(self.core.encode(call, seq), seq, call.timeout or self.timeout)
+        result: asyncio.Future[Any] = loop.create_future()
+
+        def answered(reply: asyncio.Future[Reply]) -> None:
+            if result.cancelled():
+                return
+            if reply.cancelled():
+                result.cancel()
+                return
+            try:
+                result.set_result(self.core.interpret(reply.result(), call))
+            except StaleEpoch:  # the shard refused it (not applied): the map changed
+                again = loop.create_task(self._after_refresh(call))
+                again.add_done_callback(lambda task: _chain(task, result))
+            except ConnectionLost as exc:
+                if call.op in READ_OPS:
+                    again = loop.create_task(self._exchange(self._link_for(call.target), call, self.timeout))
+                    again.add_done_callback(lambda task: _chain(task, result))
+                else:
+                    result.set_exception(exc)
+            except Exception as exc:  # handed to the caller, as run() would raise it
+                result.set_exception(exc)
+
+        sent.add_done_callback(answered)
+        return result
+
+    async def _after_refresh(self, call: Call) -> Any:
+        await self._refresh()
+        self.core.reroute(call)
         return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
 
     async def _outcome(self, call: Call) -> Any:
@@ -236,6 +280,18 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """Settle `target` as `source` ended."""
+    if target.cancelled():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
 
 
 class AsyncNamespace:

@@ -78,9 +78,23 @@ class _FrameProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.can_write = asyncio.Event()
         self.can_write.set()
+        self.outbox: list[bytes] = []  # frames to write at the end of this turn of the loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def queue(self, frame: bytes) -> None:
+        """Write `frame` once this turn of the event loop is over, in one system call with
+        every frame queued meanwhile (a burst of requests), in the order they were queued."""
+        if not self.outbox:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outbox.append(frame)
+
+    def flush(self) -> None:
+        frames, self.outbox = self.outbox, []
+        transport = self.transport
+        if frames and transport is not None and not transport.is_closing():
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -123,39 +137,69 @@ class AsyncStreamLink:
         self.pending = _Pending()
         self.protocol: _FrameProtocol | None = None
         self._connecting: asyncio.Lock | None = None
+        self._queued = 0  # callers waiting for the connection (later callers queue behind them)
 
     async def exchange(self, payload: bytes, seq: int, timeout: float) -> Reply:
-        deadline = time.monotonic() + timeout
-        protocol = self.protocol or await self._connect(deadline)
+        """Send a request and await its reply. Requests reach the shard in the order
+        their exchanges began: a caller that finds others waiting for the connection
+        queues behind them, and a full socket buffer is waited out after the write."""
+        protocol = self.protocol
+        if protocol is None or self._queued:
+            self._queued += 1
+            protocol = await self._connect(time.monotonic() + timeout)
+        future = self._send(protocol, payload, seq, timeout)
         if not protocol.can_write.is_set():  # the shard reads slower than we write
             await protocol.can_write.wait()
-        future = self.pending.add(seq, timeout)
-        transport = protocol.transport
-        if transport is None or transport.is_closing():
-            self.pending.futures.pop(seq, None)
-            raise ConnectionLost(f"connection to {self.path} is closed")
-        transport.write(_HEADER.pack(len(payload)) + payload)
         return await future
 
+    def send(self, payload: bytes, seq: int, timeout: float) -> asyncio.Future[Reply]:
+        """Send a request in the order of the calls, and return the future of its reply:
+        at once when the link is connected and nobody waits before it, else after those
+        (its place in the queue is taken now). The frame is queued even when the socket's
+        buffer is full: the caller bounds what it has in flight."""
+        protocol = self.protocol
+        if protocol is not None and not self._queued:
+            return self._send(protocol, payload, seq, timeout)
+        self._queued += 1
+        return asyncio.get_running_loop().create_task(self._send_when_connected(payload, seq, timeout))
+
+    async def _send_when_connected(self, payload: bytes, seq: int, timeout: float) -> Reply:
+        protocol = await self._connect(time.monotonic() + timeout)
+        return await self._send(protocol, payload, seq, timeout)
+
+    def _send(self, protocol: _FrameProtocol, payload: bytes, seq: int, timeout: float) -> asyncio.Future[Reply]:
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionLost(f"connection to {self.path} is closed")
+        future = self.pending.add(seq, timeout)
+        protocol.queue(_HEADER.pack(len(payload)) + payload)
+        return future
+
     async def _connect(self, deadline: float) -> _FrameProtocol:
+        """The connection, once the callers queued before this one have sent (the caller
+        has counted itself in `_queued`; an asyncio.Lock serves its waiters in order)."""
         if self._connecting is None:
             self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self.protocol is not None:
-                return self.protocol
-            loop = asyncio.get_running_loop()
-            while True:
-                try:
-                    _transport, protocol = await loop.create_unix_connection(lambda: _FrameProtocol(self), self.path)
-                except (FileNotFoundError, ConnectionRefusedError) as exc:
-                    if time.monotonic() + _CONNECT_RETRY >= deadline:
-                        raise Timeout(f"{self.path} did not accept a connection: {exc}") from None
-                    await asyncio.sleep(_CONNECT_RETRY)
-                    continue
-                except OSError as exc:
-                    raise ClusterUnavailable(f"cannot connect to {self.path}: {exc}") from None
-                self.protocol = protocol
-                return protocol
+        try:
+            async with self._connecting:
+                return self.protocol or await self._open(deadline)
+        finally:
+            self._queued -= 1
+
+    async def _open(self, deadline: float) -> _FrameProtocol:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                _transport, protocol = await loop.create_unix_connection(lambda: _FrameProtocol(self), self.path)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if time.monotonic() + _CONNECT_RETRY >= deadline:
+                    raise Timeout(f"{self.path} did not accept a connection: {exc}") from None
+                await asyncio.sleep(_CONNECT_RETRY)
+                continue
+            except OSError as exc:
+                raise ClusterUnavailable(f"cannot connect to {self.path}: {exc}") from None
+            self.protocol = protocol
+            return protocol
 
     def lost(self, error: Exception) -> None:
         """The connection broke: every request in flight on it fails; the next reconnects."""

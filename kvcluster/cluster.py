@@ -94,6 +94,7 @@ def _config(
     retention: Retention | dict[str, Any] | None = None,
     curve: bool | None = None,
     max_restart_delay: float = MAX_RESTART_DELAY,
+    resp: str | None = None,
 ) -> CoordinatorConfig:
     count = (os.cpu_count() or 1) if shards is None else shards
     if type(count) is not int or not 1 <= count <= 1024:
@@ -113,7 +114,16 @@ def _config(
         retention=_retention_limits(retention),
         curve=bool(listen) and (curve if curve is not None else not _loopback(listen or "")),
         max_restart_delay=float(max_restart_delay),
+        resp=None if resp is None else _resp_address(resp),
     )
+
+
+def _resp_address(resp: str) -> str:
+    """A RESP gateway address: host:port on loopback only (kvcluster.resp.gateway)."""
+    from kvcluster.resp.gateway import parse_address
+
+    parse_address(resp)
+    return resp
 
 
 def _retention_limits(retention: Retention | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -162,6 +172,10 @@ def launch(config: SupervisorConfig, *, detach: bool) -> subprocess.Popen[bytes]
     data.prepare()
     if PidLock(data.pidfile).held_elsewhere():
         raise ClusterUnavailable(f"a cluster is already running on {data.root}")
+    if config.coordinator.resp is not None:
+        from kvcluster.resp.gateway import check_address
+
+        check_address(config.coordinator.resp)  # taken by another program: say so now, not after a timeout
     log = open(data.log_file("supervisor.stderr"), "ab")  # noqa: SIM115 - the child owns it
     try:
         return subprocess.Popen(
@@ -176,17 +190,24 @@ def launch(config: SupervisorConfig, *, detach: bool) -> subprocess.Popen[bytes]
         log.close()
 
 
-def wait_until_ready(data_dir: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Return once every shard serves; ClusterUnavailable if the cluster died or timed out."""
+def wait_until_ready(
+    data_dir: str, process: subprocess.Popen[bytes] | None, timeout: float, resp: str | None = None
+) -> None:
+    """Return once every shard serves (and the RESP gateway at `resp`, if given);
+    ClusterUnavailable if the cluster died or timed out."""
+    from kvcluster.resp.gateway import ready_address
+
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
+    last: Exception | str | None = None
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise ClusterUnavailable(f"the cluster exited with {process.returncode}; see {DataDir.at(data_dir).logs}")
         try:
             with Client(data_dir, timeout=1.0) as client:
                 if client.ping().get("ready"):
-                    return
+                    if resp is None or ready_address(data_dir) == resp:
+                        return
+                    last = f"the RESP gateway does not serve {resp} yet"
         except KVError as exc:
             last = exc
         time.sleep(0.05)
@@ -197,10 +218,13 @@ def wait_until_ready(data_dir: str, process: subprocess.Popen[bytes] | None, tim
 class Cluster:
     """A running cluster started by this program; stopping it stops every process."""
 
-    def __init__(self, data_dir: str, process: subprocess.Popen[bytes], temporary: bool) -> None:
+    def __init__(
+        self, data_dir: str, process: subprocess.Popen[bytes], temporary: bool, resp: str | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.process = process
         self.temporary = temporary
+        self.resp = resp  # host:port of the RESP gateway, if it runs one
         self._clients: list[Client] = []
         atexit.register(self.stop)
 
@@ -247,6 +271,7 @@ def start(
     retention: Retention | None = None,
     curve: bool | None = None,
     max_restart_delay: float = MAX_RESTART_DELAY,
+    resp: str | None = None,
 ) -> Cluster:
     """Start a local cluster in child processes and wait until it serves.
 
@@ -257,20 +282,25 @@ def start(
     remote clients; `curve` (default: on unless it listens on loopback) lets in only
     clients with allowed CURVE keys (kvcluster.curve). A process that keeps dying soon
     after its restart is restarted after a growing delay, at most `max_restart_delay`
-    seconds (a crash loop must not spin the CPU). The cluster stops with
+    seconds (a crash loop must not spin the CPU). With `resp` ("127.0.0.1:6380", loopback
+    only), a gateway serves the Redis protocol there (docs/resp-gateway.md). The cluster stops with
     `Cluster.stop()`, at the end of a `with` block, at interpreter exit, or when this
     process dies.
     """
+    if resp is not None:
+        _resp_address(resp)  # refused before anything is made
     temporary = data_dir is None
     path = tempfile.mkdtemp(prefix="kvcluster-") if data_dir is None else os.path.abspath(os.fspath(data_dir))
     _check_shard_count(path, shards)
     config = SupervisorConfig(
-        _config(path, shards, durability, max_namespaces, buffer_size, listen, retention, curve, max_restart_delay),
+        _config(
+            path, shards, durability, max_namespaces, buffer_size, listen, retention, curve, max_restart_delay, resp
+        ),
         watch_parent=os.getpid(),
     )
     process = launch(config, detach=False)
     try:
-        wait_until_ready(path, process, timeout)
+        wait_until_ready(path, process, timeout, resp)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
@@ -278,4 +308,4 @@ def start(
         if temporary:
             shutil.rmtree(path, ignore_errors=True)
         raise
-    return Cluster(path, process, temporary)
+    return Cluster(path, process, temporary, resp)

@@ -29,6 +29,12 @@ STOP_TIMEOUT = 30.0
     default=None,
     help="Let in only clients with allowed CURVE keys [on unless --listen is loopback; required beyond it].",
 )
+@click.option(
+    "--resp",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve the Redis protocol (redis-cli, Redis clients) at a loopback HOST:PORT, e.g. 127.0.0.1:6380.",
+)
 @click.option("--foreground", is_flag=True, help="Stay attached; ^C stops the cluster.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for every shard.")
 @retention_options
@@ -40,6 +46,7 @@ def start(
     max_namespaces: int,
     listen: str | None,
     curve: bool | None,
+    resp: str | None,
     foreground: bool,
     timeout: float,
     retention: dict[str, Any] | None,
@@ -56,11 +63,13 @@ def start(
     path = os.path.abspath(data_dir)
     _check_shard_count(path, shards)
     config = SupervisorConfig(
-        _config(path, shards, durability, max_namespaces, DEFAULT_SHARD_BUFFER_SIZE, listen, retention, curve)
+        _config(
+            path, shards, durability, max_namespaces, DEFAULT_SHARD_BUFFER_SIZE, listen, retention, curve, resp=resp
+        )
     )
     process = launch(config, detach=not foreground)
     try:
-        wait_until_ready(path, process, timeout)
+        wait_until_ready(path, process, timeout, resp)
     except BaseException:
         process.kill()
         raise
@@ -72,6 +81,9 @@ def start(
         click.echo(f"          (let a client in: kvcluster keygen NAME --allow {path})")
     elif listen:
         click.echo(f"  remote: kvcluster.connect({listen!r})")
+    if resp:
+        host, port = resp.rsplit(":", 1)
+        click.echo(f"  redis:  redis-cli -h {host.strip('[]')} -p {port}   (the RESP gateway)")
     click.echo(f"  stop:   kvcluster stop --data-dir {path}")
     if foreground:
         _wait_attached(process)
@@ -149,6 +161,14 @@ def _print_table(stats: dict[str, Any]) -> None:
             str(shard["restarts"]),
         )
     console.print(table)
+    for name, label in (("router", "router"), ("resp", "RESP gateway")):
+        service = stats.get(name)
+        if isinstance(service, dict):
+            state = "serving" if service.get("serving") else "[red]not serving[/red]"
+            console.print(
+                f"{label} {service.get('address')}: {state}, pid {service.get('pid')}, "
+                f"rss {_size(service.get('rss_bytes'))}, restarts {service.get('restarts')}"
+            )
     spaces = Table("namespace", "keys", "max keys", "max value bytes")
     for name, info in sorted(cast(dict[str, dict[str, Any]], stats["namespace_stats"]).items()):
         spaces.add_row(
