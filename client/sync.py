@@ -278,7 +278,7 @@ class Client:
                 return
             self._closed = True
             if self._generation == fork_generation():
-                for link in self._links.values():
+                for link in [*self._links.values(), self._admin]:
                     link.close()
                 self._context.destroy(linger=0)
 
