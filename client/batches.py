@@ -29,25 +29,25 @@ from __future__ import annotations
 import operator
 import secrets
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable
 from typing import Any, Final
 
 from kvcluster.batch import BatchMode, BatchResult
+from kvcluster.batch_common import (
+    MISSING,
+    batch_failed,
+    batch_result,
+    checked_mode,
+    missing_key,
+    read_keys,
+    set_pairs,
+    write_keys,
+)
 from kvcluster.client.core import ADMIN, Call, ClientCore, StaleEpoch
 from kvcluster.codec import Op
-from kvcluster.errors import (
-    BatchFailed,
-    ClusterUnavailable,
-    InvalidRequest,
-    KeyNotFound,
-    KVError,
-    Timeout,
-    ValueTooLarge,
-    error_for_code,
-)
+from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout, ValueTooLarge, error_for_code
 from kvcluster.failpoints import failpoint
-from kvcluster.keys import encode_keys
-from kvcluster.scope import Scope
+from kvcluster.scope import Scope, checked_scope
 from kvcluster.values import pack_values, unpack_value, unpack_values
 
 __all__ = [
@@ -81,20 +81,6 @@ Plan = Generator[Step, list[Any], BatchResult]
 
 def _same(result: Any) -> Any:
     return result
-
-
-def _keys(keys: Iterable[Any]) -> tuple[list[Any], list[bytes]]:
-    listed = list(keys)
-    raw = encode_keys(listed)
-    if len(set(raw)) != len(raw):
-        raise InvalidRequest("a batch names each key once")
-    return listed, raw
-
-
-def _mode(mode: Any) -> BatchMode:
-    if not isinstance(mode, BatchMode):
-        raise InvalidRequest(f"mode must be a kvcluster.BatchMode, not {mode!r}")
-    return mode
 
 
 def _by_shard(core: ClientCore, ns: bytes, raw: list[bytes], indices: list[int] | None = None) -> dict[int, list[int]]:
@@ -134,29 +120,6 @@ def _chunks(indices: list[int], sizes: list[int], budget: int) -> list[list[int]
     return chunks
 
 
-def _result(keys: list[Any], data: list[Any], errors: dict[int, KVError]) -> BatchResult:
-    """The result, in input order; `data[i]` is _MISSING for an item not applied or read."""
-    if not errors:
-        ordered = dict(zip(keys, data, strict=True))
-        return BatchResult(len(ordered), ordered)
-    ordered = {key: item for key, item in zip(keys, data, strict=True) if item is not _MISSING}
-    failed = {keys[i]: errors[i] for i in sorted(errors)}
-    return BatchResult(len(ordered), ordered, failed)
-
-
-def _failed(
-    keys: list[Any], errors: dict[int, KVError], what: str, outcome: str = "nothing was applied"
-) -> BatchFailed:
-    failed = {keys[i]: errors[i] for i in sorted(errors)}
-    first = next(iter(failed.items()))
-    return BatchFailed(
-        f"{what}: {len(failed)} of {len(keys)} keys failed (first {first[0]!r}: {first[1]}); {outcome}", failed
-    )
-
-
-_MISSING: Final = object()  # no data for this item
-
-
 def _part_errors(raw: list[bytes], chunk: list[int], reported: Any) -> dict[int, KVError]:
     return {i: error_for_code(*reported[raw[i]]) for i in chunk if raw[i] in reported}
 
@@ -176,7 +139,7 @@ class _Writes:
         self.packed: list[bytes] = []
         self.scope = int(Scope.PERMANENT)
         self.errors: dict[int, KVError] = {}
-        self.data: list[Any] = [_MISSING] * len(keys)
+        self.data: list[Any] = [MISSING] * len(keys)
 
     def sizes(self) -> list[int]:
         if self.kind == "set":
@@ -220,11 +183,11 @@ def _run_writes(batch: _Writes, mode: BatchMode, timeout: float) -> Plan:
         return BatchResult(0, {})
     if mode is BatchMode.ALL_OR_NOTHING:
         if batch.errors:
-            raise _failed(batch.keys, batch.errors, f"{batch.kind}_many")
+            raise batch_failed(batch.keys, batch.errors, f"{batch.kind}_many")
         yield from _all_or_nothing(batch, timeout)
     else:
         yield from _best_effort(batch)
-    return _result(batch.keys, batch.data, batch.errors)
+    return batch_result(batch.keys, batch.data, batch.errors)
 
 
 def _best_effort(batch: _Writes) -> Generator[Step, list[Any], None]:
@@ -277,7 +240,7 @@ def _all_or_nothing_once(batch: _Writes, timeout: float, last: bool) -> Generato
         if isinstance(answer, KVError):
             raise answer
         if not answer["ok"]:
-            raise _failed(batch.keys, _part_errors(batch.raw, part, answer["errors"]), f"{batch.kind}_many")
+            raise batch_failed(batch.keys, _part_errors(batch.raw, part, answer["errors"]), f"{batch.kind}_many")
         batch.applied(part, answer, answer["ts"])
         return True
     return (yield from _two_phase(batch, parts, timeout, last))
@@ -313,14 +276,14 @@ def _two_phase(
             yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in prepared]
         if not last and all(isinstance(error, StaleEpoch) for error in refused.values()):
             return False  # refused only for a stale map (a resize): run it again
-        raise _failed(batch.keys, refused, f"{batch.kind}_many")
+        raise batch_failed(batch.keys, refused, f"{batch.kind}_many")
     ts = max(vote["ts"] for vote in votes)
     decision = yield from _decide(txn, ts, deadline, shards, timeout)
     failpoint("client.txn_decided")
     if decision[0] != "commit":
         yield [Call(s, Op.TXN_ABORT, (txn,), _same) for s in shards]
         late = ClusterUnavailable("the batch was not decided before its deadline; retry")
-        raise _failed(batch.keys, dict.fromkeys(range(len(batch.keys)), late), f"{batch.kind}_many")
+        raise batch_failed(batch.keys, dict.fromkeys(range(len(batch.keys)), late), f"{batch.kind}_many")
     if len(decision) > 1 and type(decision[1]) is int:
         ts = decision[1]  # the coordinator may have moved it past a snapshot's cut
     # Committed. The shards apply it when this reaches them (each then tells the
@@ -349,16 +312,9 @@ def _decide(
 
 
 def set_many(core: ClientCore, ns: bytes, items: Any, mode: BatchMode, scope: Scope, timeout: float) -> Plan:
-    if isinstance(items, Mapping):
-        keys, values = list(items.keys()), list(items.values())
-    else:
-        pairs = list(items)
-        if pairs and (set(map(type, pairs)) - {tuple, list} or set(map(len, pairs)) != {2}):
-            raise InvalidRequest("set_many takes a mapping, or (key, value) pairs")
-        keys, values = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
-    if not isinstance(scope, Scope):
-        raise InvalidRequest(f"scope must be a kvcluster.Scope, not {scope!r}")
-    keys, raw = _keys(keys)
+    keys, values = set_pairs(items)
+    scope = checked_scope(scope)
+    keys, raw = write_keys(keys)
     batch = _Writes(core, ns, "set", keys, raw)
     batch.scope = int(scope)
     try:
@@ -374,43 +330,39 @@ def set_many(core: ClientCore, ns: bytes, items: Any, mode: BatchMode, scope: Sc
             except KVError as exc:  # too large, or not something msgpack carries
                 batch.errors[i] = exc
                 batch.packed.append(b"")
-    return _run_writes(batch, _mode(mode), timeout)
+    return _run_writes(batch, checked_mode(mode), timeout)
 
 
 def set_many_packed(
     core: ClientCore, ns: bytes, keys: list[str], packed: list[bytes], mode: BatchMode, scope: Scope, timeout: float
 ) -> Plan:
     """set_many of values already in their stored form (msgpack), as a snapshot holds them."""
-    listed, raw = _keys(keys)
+    listed, raw = write_keys(keys)
     batch = _Writes(core, ns, "set", listed, raw)
     batch.scope = int(scope)
     batch.packed = packed
     for i, value in enumerate(packed):
         if len(value) > core.max_value:
             batch.errors[i] = ValueTooLarge(f"a value of {len(value)} bytes is over the message limit")
-    return _run_writes(batch, _mode(mode), timeout)
+    return _run_writes(batch, checked_mode(mode), timeout)
 
 
 def delete_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
-    listed, raw = _keys(keys)
-    return _run_writes(_Writes(core, ns, "delete", listed, raw), _mode(mode), timeout)
+    listed, raw = write_keys(keys)
+    return _run_writes(_Writes(core, ns, "delete", listed, raw), checked_mode(mode), timeout)
 
 
 def consume_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
-    listed, raw = _keys(keys)
-    return _run_writes(_Writes(core, ns, "consume", listed, raw), _mode(mode), timeout)
+    listed, raw = write_keys(keys)
+    return _run_writes(_Writes(core, ns, "consume", listed, raw), checked_mode(mode), timeout)
 
 
 # -- reads -------------------------------------------------------------------------------
 
 
 def get_many(core: ClientCore, ns: bytes, keys: Iterable[Any], mode: BatchMode, timeout: float) -> Plan:
-    listed = list(keys)
-    raw = encode_keys(listed)  # a clear error for a bad key before anything is sent
-    if len(set(raw)) != len(raw):  # a key asked twice is read once
-        listed = list(dict.fromkeys(listed))
-        raw = encode_keys(listed)
-    return _get_many(core, ns, listed, raw, _mode(mode), timeout)
+    listed, raw = read_keys(keys)
+    return _get_many(core, ns, listed, raw, checked_mode(mode), timeout)
 
 
 def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mode: BatchMode, timeout: float) -> Plan:
@@ -454,9 +406,9 @@ def _get_many(core: ClientCore, ns: bytes, keys: list[Any], raw: list[bytes], mo
     if len(present) < len(keys):
         for i, row in enumerate(rows):
             if row is None and i not in errors:
-                errors[i] = KeyNotFound(f"key {keys[i]!r} does not exist")
+                errors[i] = missing_key(keys[i])
     if not errors:
         return BatchResult(len(data), data)
     if mode is BatchMode.ALL_OR_NOTHING:
-        raise _failed(keys, errors, "get_many", "no data is returned")
+        raise batch_failed(keys, errors, "get_many", "no data is returned")
     return BatchResult(len(data), data, {keys[i]: errors[i] for i in sorted(errors)})

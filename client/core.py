@@ -16,7 +16,7 @@ from kvcluster.errors import ClusterUnavailable, InvalidRequest, KeyNotFound, Va
 from kvcluster.keys import encode_key, encode_namespace
 from kvcluster.router.clustermap import ClusterMap
 from kvcluster.router.jump import shard_for
-from kvcluster.scope import Scope
+from kvcluster.scope import Scope, checked_scope
 from kvcluster.values import pack_value, unpack_value
 
 __all__ = ["ADMIN", "READ_OPS", "RESIZE_TIMEOUT", "Call", "ClientCore", "ScanRoute", "StaleEpoch"]
@@ -129,8 +129,7 @@ class ClientCore:
 
     def set(self, ns: bytes, key: Any, value: Any, scope: Scope) -> Call:
         key_b = encode_key(key)
-        if not isinstance(scope, Scope):
-            raise InvalidRequest(f"scope must be a kvcluster.Scope, not {scope!r}")
+        scope = checked_scope(scope)
         return Call(self._target(ns, key_b), Op.SET, (ns, key_b, self.pack(value), int(scope)), _same)
 
     def get_versioned(self, ns: bytes, key: Any) -> Call:

@@ -27,11 +27,11 @@ from kvcluster.keys import encode_namespace
 from kvcluster.rediscluster import batches, core
 from kvcluster.rediscluster.address import parse_address
 from kvcluster.rediscluster.errors import REDIS_ERRORS, is_lost_connection, is_noscript, translate
-from kvcluster.rediscluster.plans import READS, Command, Pause, Plan, Step
+from kvcluster.rediscluster.plans import READS, Pause, Plan, Step
 from kvcluster.rediscluster.registry import Registry
 from kvcluster.rediscluster.scripts import SCRIPTS
 from kvcluster.rediscluster.status import cluster_stats, ping
-from kvcluster.rediscluster.sync import DEFAULT_TIMEOUT, checked_timeout
+from kvcluster.rediscluster.sync import DEFAULT_TIMEOUT, checked_timeout, command_routing
 from kvcluster.rediscluster.unsupported import unsupported
 from kvcluster.scope import Scope
 
@@ -117,7 +117,7 @@ class AsyncRedisClusterClient:
             results: list[Any] = []
             for command in step:
                 try:
-                    results.append(await redis.execute_command(*command.args, **_routing(redis, command)))
+                    results.append(await redis.execute_command(*command.args, **command_routing(redis, command)))
                 except REDIS_ERRORS as exc:  # every failure of a command becomes its result
                     results.append(exc)
             return results
@@ -207,15 +207,6 @@ class AsyncRedisClusterClient:
 
     def __repr__(self) -> str:
         return f"AsyncRedisClusterClient({self.address!r})"
-
-
-def _routing(redis: Any, command: Command) -> dict[str, Any]:
-    if command.node is None:
-        return {}
-    node = redis.get_node(node_name=command.node)
-    if node is None:
-        raise ClusterUnavailable(f"Redis Cluster node {command.node} is no longer a primary; retry")
-    return {"target_nodes": node}
 
 
 class AsyncRedisClusterNamespace:

@@ -17,21 +17,30 @@ waits for the batch's decision (at most the client's timeout), a read of one slo
 takes the old records of an undecided batch.
 
 The results have the local engine's shape and meaning (kvcluster.batch.BatchResult,
-BatchFailed with per-key errors; client/batches.py is the local twin).
+BatchFailed with per-key errors; client/batches.py is the local twin): both backends
+check a batch's input and shape its outcome with the same functions (batch_common.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Final
 
 from kvcluster.batch import BatchMode, BatchResult
+from kvcluster.batch_common import (
+    MISSING,
+    batch_failed,
+    batch_result,
+    checked_mode,
+    missing_key,
+    read_keys,
+    set_pairs,
+    write_keys,
+)
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError, Timeout
-from kvcluster.keys import encode_keys
 from kvcluster.rediscluster.core import (
     Space,
-    checked_scope,
     deadline,
     full,
     packed_value,
@@ -45,7 +54,8 @@ from kvcluster.rediscluster.plans import Command, Plan, chunked
 from kvcluster.rediscluster.registry import Registry
 from kvcluster.rediscluster.scripts import REMOVE, WRITE
 from kvcluster.rediscluster.slots import key_slot
-from kvcluster.rediscluster.txn import across_slots, batch_failed, missing_key
+from kvcluster.rediscluster.txn import across_slots
+from kvcluster.scope import checked_scope
 from kvcluster.values import unpack_value
 
 __all__ = ["MAX_ATOMIC_KEYS", "consume_many", "delete_many", "get_many", "set_many"]
@@ -54,33 +64,7 @@ MAX_ATOMIC_KEYS: Final = 1 << 15  # keys of one all-or-nothing batch (as a local
 RESERVE_RETRIES: Final = 8  # tries of an all-or-nothing set_many whose new keys keep changing
 READ_ROUNDS: Final = 64  # rounds of a one-slot all-or-nothing read that keeps meeting decided batches
 
-_MISSING: Final = object()
-
-
 # -- input -------------------------------------------------------------------------------
-
-
-def _mode(mode: Any) -> BatchMode:
-    if not isinstance(mode, BatchMode):
-        raise InvalidRequest(f"mode must be a kvcluster.BatchMode, not {mode!r}")
-    return mode
-
-
-def _keys(keys: Iterable[Any]) -> tuple[list[Any], list[bytes]]:
-    listed = list(keys)
-    raw = encode_keys(listed)
-    if len(set(raw)) != len(raw):
-        raise InvalidRequest("a batch names each key once")
-    return listed, raw
-
-
-def _pairs(items: Any) -> tuple[list[Any], list[Any]]:
-    if isinstance(items, Mapping):
-        return list(items.keys()), list(items.values())
-    pairs = list(items)
-    if pairs and (set(map(type, pairs)) - {tuple, list} or set(map(len, pairs)) != {2}):
-        raise InvalidRequest("set_many takes a mapping, or (key, value) pairs")
-    return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
 
 
 def _one_slot(stored: list[bytes]) -> bool:
@@ -95,27 +79,14 @@ def _one_slot(stored: list[bytes]) -> bool:
     return all(key_slot(key) == first for key in stored)
 
 
-# -- results -----------------------------------------------------------------------------
-
-
-def _result(keys: list[Any], data: list[Any], errors: dict[int, KVError]) -> BatchResult:
-    ordered = {key: item for key, item in zip(keys, data, strict=True) if item is not _MISSING}
-    if not errors:
-        return BatchResult(len(ordered), ordered)
-    return BatchResult(len(ordered), ordered, {keys[i]: errors[i] for i in sorted(errors)})
-
-
-_failed = batch_failed
-
-
 # -- set_many ----------------------------------------------------------------------------
 
 
 def set_many(registry: Registry, space: Space, items: Any, mode: Any, scope: Any) -> Plan[BatchResult]:
-    keys, values = _pairs(items)
+    keys, values = set_pairs(items)
     scope = checked_scope(scope)
-    keys, raw = _keys(keys)
-    mode = _mode(mode)
+    keys, raw = write_keys(keys)
+    mode = checked_mode(mode)
     if not keys:
         return BatchResult(0, {})
     stored = [value_key(space.ns, key) for key in raw]
@@ -131,7 +102,7 @@ def set_many(registry: Registry, space: Space, items: Any, mode: Any, scope: Any
             tails.append(b"")
     if mode is BatchMode.ALL_OR_NOTHING:
         if errors:
-            raise _failed(keys, errors, "set_many")
+            raise batch_failed(keys, errors, "set_many")
         if one_slot:
             ts = yield from _set_atomically(space, limits, keys, stored, tails)
         else:
@@ -155,7 +126,7 @@ def _set_atomically(
             if not unknown_outcome(exc):
                 yield from release(space, reserved)
             if isinstance(exc, Undecided):  # a lock that stayed: nothing was written
-                raise _failed(keys, dict.fromkeys(range(len(keys)), exc), "set_many") from None
+                raise batch_failed(keys, dict.fromkeys(range(len(keys)), exc), "set_many") from None
             raise
         if ts >= 0:
             yield from release(space, reserved - len(absent))
@@ -166,10 +137,10 @@ def _set_atomically(
         if granted < need:
             yield from release(space, reserved)
             error = full(space, limits)
-            raise _failed(keys, {i - 1: error for i in absent}, "set_many")
+            raise batch_failed(keys, {i - 1: error for i in absent}, "set_many")
     yield from release(space, reserved)
     busy = ClusterUnavailable("other clients kept creating and deleting these keys; retry")
-    raise _failed(keys, dict.fromkeys(range(len(keys)), busy), "set_many")
+    raise batch_failed(keys, dict.fromkeys(range(len(keys)), busy), "set_many")
 
 
 def _set_each(
@@ -180,7 +151,7 @@ def _set_each(
     tails: list[bytes],
     errors: dict[int, KVError],
 ) -> Plan[BatchResult]:
-    data: list[Any] = [_MISSING] * len(keys)
+    data: list[Any] = [MISSING] * len(keys)
     pending = [i for i in range(len(keys)) if i not in errors]
     room = -1 if not limits.max_keys else 0  # counted: first write the keys that exist
     until = deadline(space)
@@ -210,19 +181,15 @@ def _set_each(
                 data[i] = int(outcome[0])
                 unused += not outcome[1]  # another client created it meanwhile
         yield from release(space, unused)
-    return _result(keys, data, errors)
+    return batch_result(keys, data, errors)
 
 
 # -- get_many ----------------------------------------------------------------------------
 
 
 def get_many(registry: Registry, space: Space, keys: Iterable[Any], mode: Any) -> Plan[BatchResult]:
-    listed = list(keys)
-    raw = encode_keys(listed)  # a clear error for a bad key before anything is sent
-    if len(set(raw)) != len(raw):  # a key asked twice is read once
-        listed = list(dict.fromkeys(listed))
-        raw = encode_keys(listed)
-    mode = _mode(mode)
+    listed, raw = read_keys(keys)
+    mode = checked_mode(mode)
     if not listed:
         return BatchResult(0, {})
     stored = [value_key(space.ns, key) for key in raw]
@@ -237,7 +204,7 @@ def get_many(registry: Registry, space: Space, keys: Iterable[Any], mode: Any) -
     else:
         found = yield from _read_across(stored, deadline(space))
     errors: dict[int, KVError] = {}
-    data: list[Any] = [_MISSING] * len(listed)
+    data: list[Any] = [MISSING] * len(listed)
     for i, record in enumerate(found):
         if isinstance(record, KVError):
             errors[i] = record
@@ -246,8 +213,8 @@ def get_many(registry: Registry, space: Space, keys: Iterable[Any], mode: Any) -
         else:
             data[i] = unpack_value(record.packed)
     if errors and mode is BatchMode.ALL_OR_NOTHING:
-        raise _failed(listed, errors, "get_many", "no data is returned")
-    return _result(listed, data, errors)
+        raise batch_failed(listed, errors, "get_many", "no data is returned")
+    return batch_result(listed, data, errors)
 
 
 def _read_one_slot(stored: list[bytes]) -> Plan[list[Record | KVError | None]]:
@@ -320,8 +287,8 @@ def consume_many(registry: Registry, space: Space, keys: Iterable[Any], mode: An
 
 
 def _remove_many(registry: Registry, space: Space, keys: Iterable[Any], mode: Any, consume: bool) -> Plan[BatchResult]:
-    listed, raw = _keys(keys)
-    mode = _mode(mode)
+    listed, raw = write_keys(keys)
+    mode = checked_mode(mode)
     what = "consume_many" if consume else "delete_many"
     if not listed:
         return BatchResult(0, {})
@@ -329,21 +296,21 @@ def _remove_many(registry: Registry, space: Space, keys: Iterable[Any], mode: An
     one_slot = mode is BatchMode.ALL_OR_NOTHING and _one_slot(stored)
     limits = yield from registry.limits(space.name)
     flags = ["1", "1" if consume else "0"]
-    data: list[Any] = [_MISSING] * len(listed)
+    data: list[Any] = [MISSING] * len(listed)
     errors: dict[int, KVError] = {}
     if mode is BatchMode.ALL_OR_NOTHING and not one_slot:
         kind = "consume" if consume else "delete"
         outcome = yield from across_slots(space, limits, kind, listed, stored, [])
         for i, old in enumerate(outcome.olds):
             data[i] = unpack_value(decode_record(old, stored[i]).packed) if consume else outcome.ts
-        return _result(listed, data, errors)  # (across_slots gave the counter back)
+        return batch_result(listed, data, errors)  # (across_slots gave the counter back)
     if mode is BatchMode.ALL_OR_NOTHING:
         try:
             answer = yield from write_through(REMOVE.call(stored, flags), stored, deadline(space))
         except Undecided as exc:  # a lock that stayed: nothing was removed
-            raise _failed(listed, dict.fromkeys(range(len(listed)), exc), what) from None
+            raise batch_failed(listed, dict.fromkeys(range(len(listed)), exc), what) from None
         if answer[0] < 0:
-            raise _failed(listed, {i - 1: missing_key(listed[i - 1]) for i in answer[1]}, what)
+            raise batch_failed(listed, {i - 1: missing_key(listed[i - 1]) for i in answer[1]}, what)
         for i in range(len(listed)):
             data[i] = unpack_value(decode_record(answer[2][i], stored[i]).packed) if consume else int(answer[0])
         removed = len(listed)
@@ -361,4 +328,4 @@ def _remove_many(registry: Registry, space: Space, keys: Iterable[Any], mode: An
                 removed += 1
     if limits.max_keys:
         yield from release(space, removed)
-    return _result(listed, data, errors)
+    return batch_result(listed, data, errors)

@@ -15,7 +15,6 @@ from typing import Any, Final, NamedTuple
 
 from kvcluster.errors import (
     ClusterUnavailable,
-    InvalidRequest,
     KeyNotFound,
     KVError,
     NamespaceFull,
@@ -38,13 +37,12 @@ from kvcluster.rediscluster.locks import Undecided, read_through, write_through
 from kvcluster.rediscluster.plans import Command, Plan, chunked, single
 from kvcluster.rediscluster.registry import Registry, scan_page
 from kvcluster.rediscluster.scripts import REMOVE, UPDATE, WRITE
-from kvcluster.scope import Scope
+from kvcluster.scope import Scope, checked_scope
 from kvcluster.values import pack_value, unpack_value
 
 __all__ = [
     "MAX_VALUE_BYTES",
     "Space",
-    "checked_scope",
     "consume",
     "count",
     "deadline",
@@ -83,12 +81,6 @@ class Space(NamedTuple):
 def deadline(space: Space) -> float:
     """When an operation starting now stops waiting for locks (time.monotonic())."""
     return time.monotonic() + space.timeout
-
-
-def checked_scope(scope: Any) -> Scope:
-    if not isinstance(scope, Scope):
-        raise InvalidRequest(f"scope must be a kvcluster.Scope, not {scope!r}")
-    return scope
 
 
 def packed_value(value: Any, limits: Limits) -> bytes:

@@ -35,7 +35,14 @@ from kvcluster.scope import Scope
 
 R = TypeVar("R")
 
-__all__ = ["DEFAULT_TIMEOUT", "RedisClusterClient", "RedisClusterNamespace", "checked_timeout", "shared_client"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "RedisClusterClient",
+    "RedisClusterNamespace",
+    "checked_timeout",
+    "command_routing",
+    "shared_client",
+]
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -118,7 +125,7 @@ class RedisClusterClient:
             results: list[Any] = []
             for command in step:
                 try:
-                    results.append(redis.execute_command(*command.args, **_routing(redis, command)))
+                    results.append(redis.execute_command(*command.args, **command_routing(redis, command)))
                 except REDIS_ERRORS as exc:  # every failure of a command becomes its result
                     results.append(exc)
             return results
@@ -234,7 +241,9 @@ def _script_node(redis: Any, command: Command) -> dict[str, Any]:
     return {"target_nodes": redis.get_node_from_key(args[3])}
 
 
-def _routing(redis: Any, command: Command) -> dict[str, Any]:
+def command_routing(redis: Any, command: Command) -> dict[str, Any]:
+    """The keywords of `execute_command` that send `command` to its node, if it names
+    one (redis-py's sync and asyncio RedisCluster alike); none if it does not."""
     if command.node is None:
         return {}
     node = redis.get_node(node_name=command.node)

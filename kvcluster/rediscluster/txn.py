@@ -28,7 +28,8 @@ import secrets
 import time
 from typing import Any, Final, NamedTuple
 
-from kvcluster.errors import BatchFailed, ClusterUnavailable, KeyNotFound, KVError, StorageError, Timeout
+from kvcluster.batch_common import batch_failed, missing_key
+from kvcluster.errors import BatchFailed, ClusterUnavailable, KVError, StorageError, Timeout
 from kvcluster.failpoints import failpoint
 from kvcluster.rediscluster.core import Space, deadline, full, reserve, unknown_outcome
 from kvcluster.rediscluster.layout import Limits, counter_key, decode_txn, txn_key
@@ -38,7 +39,7 @@ from kvcluster.rediscluster.plans import Command, Plan, chunked
 from kvcluster.rediscluster.slots import key_slot, slot_tag
 from kvcluster.rediscluster.txn_scripts import ABORT, COMMIT, DONE, FULL, MISSING, PREPARE, ROLLBACK, ROLLFORWARD
 
-__all__ = ["CONFLICT", "MIN_TTL", "TTL_TIMEOUTS", "Outcome", "across_slots", "batch_failed", "missing_key", "ttl"]
+__all__ = ["CONFLICT", "MIN_TTL", "TTL_TIMEOUTS", "Outcome", "across_slots", "ttl"]
 
 TTL_TIMEOUTS: Final = 2.0  # a batch has twice its client's timeout from prepare to commit ...
 MIN_TTL = 5.0  # ... and at least this many seconds (tests lower it)
@@ -56,21 +57,6 @@ class Outcome(NamedTuple):
 
     ts: int
     olds: list[bytes | None]
-
-
-def missing_key(key: Any) -> KeyNotFound:
-    return KeyNotFound(f"key {key!r} does not exist")
-
-
-def batch_failed(
-    keys: list[Any], errors: dict[int, KVError], what: str, outcome: str = "nothing was applied"
-) -> BatchFailed:
-    """BatchFailed listing, in input order, the keys that kept the batch from applying."""
-    failed = {keys[i]: errors[i] for i in sorted(errors)}
-    first = next(iter(failed.items()))
-    return BatchFailed(
-        f"{what}: {len(failed)} of {len(keys)} keys failed (first {first[0]!r}: {first[1]}); {outcome}", failed
-    )
 
 
 def across_slots(

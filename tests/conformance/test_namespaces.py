@@ -60,6 +60,10 @@ def test_namespace_administration(kv: Any) -> None:
         }
         users.set("big", "x" * 50)
         assert users.stats()["keys"] == 1
+        with pytest.raises(ValueTooLarge):
+            users.set("big", "x" * 200)  # the limits given at creation hold
+        kv.update_namespace("admin-users", max_value_bytes=1000)
+        users.set("big", "x" * 200)
     finally:
         kv.delete_namespace("admin-users")
     assert "admin-users" not in kv.namespaces()

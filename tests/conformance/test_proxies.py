@@ -15,14 +15,16 @@ from kvtest.workers import read_keys, write_range
 import kvcluster
 
 
-def test_a_pool_of_forked_workers_writes_through_pickled_proxies(ns: Any) -> None:
-    with multiprocess.get_context("fork").Pool(2) as pool:
-        written = pool.map(write_range, [(ns, i * 50, (i + 1) * 50) for i in range(4)])
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_pool_of_workers_writes_through_pickled_proxies(ns: Any, method: str) -> None:
+    with multiprocess.get_context(method).Pool(3) as pool:
+        written = pool.map(write_range, [(ns, i * 100, (i + 1) * 100) for i in range(6)])
     stamps = dict(pair for chunk in written for pair in chunk)
-    assert len(stamps) == 200 and len(ns) == 200
+    assert len(stamps) == 600 and len(ns) == 600
     versions = {key: ns.get_versioned(key) for key in stamps}
     assert all(found is not None and found[1] == stamps[key] for key, found in versions.items())
-    assert os.getpid() not in {found[0]["pid"] for found in versions.values() if found is not None}
+    writers = {found[0]["pid"] for found in versions.values() if found is not None}
+    assert os.getpid() not in writers and len(writers) >= 2
 
 
 def test_a_pickled_namespace_reads_in_a_spawned_worker(ns: Any) -> None:
