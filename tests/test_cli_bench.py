@@ -30,21 +30,22 @@ def check_measured(results: dict[str, Any], peer: str, workloads: tuple[str, ...
         assert case["ops_per_s"] > 0 and case["p50_us"] > 0 and case["requests"] > 0, (peer, workload, case)
 
 
-def started_here() -> list[str]:
-    """Servers among this process's children: the peers the command should have stopped."""
-    names = []
+def servers_here() -> dict[int, str]:
+    """Servers among this process's children (pid -> command line)."""
+    found = {}
     for child in psutil.Process().children(recursive=True):
         try:
             cmdline = " ".join(child.cmdline())
             if child.status() != psutil.STATUS_ZOMBIE and ("redis-server" in cmdline or "supervisor" in cmdline):
-                names.append(cmdline)
+                found[child.pid] = cmdline
         except psutil.NoSuchProcess:
             continue
-    return names
+    return found
 
 
 @pytest.mark.slow
 def test_bench_writes_json_and_plot(tmp_path: Path) -> None:
+    before = servers_here()  # e.g. a session's Redis Cluster fixture: not the command's to stop
     result = CliRunner().invoke(main, [*QUICK, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "kvcluster ÷ best peer" in result.output
@@ -61,7 +62,8 @@ def test_bench_writes_json_and_plot(tmp_path: Path) -> None:
     if shutil.which("redis-server"):
         assert data["peers"]["redis"]["available"], data["peers"]["redis"]
         check_measured(results, "redis", tuple(WORKLOADS))
-    assert started_here() == []
+    left = {pid: cmdline for pid, cmdline in servers_here().items() if pid not in before}
+    assert left == {}, "peers the command started and did not stop"
 
 
 @pytest.mark.slow

@@ -147,6 +147,7 @@ async def _pipelined_kills(cluster: Cluster, address: str) -> tuple[Pipeline, li
         namespace = await client.namespace(NAMESPACE)
         ns = NAMESPACE.encode()
         pipeline = Pipeline(namespace, REQUESTS, WINDOW, lambda key: client.core.map.shard_for(ns, key.encode()))
+        pipeline.hold_from(_kill_point(0))
         run = asyncio.create_task(pipeline.run(BOUND))
         kills = await asyncio.wait_for(_kill_shards(cluster, pipeline), BOUND)
         pending = await run
@@ -166,8 +167,13 @@ async def _kill_shards(cluster: Cluster, pipeline: Pipeline) -> list[Kill]:
         for n in range(KILLS):
             shard = n % SHARDS
             pid = await asyncio.to_thread(_serving_pid, admin, shard)
-            await pipeline.reached(REQUESTS * (n + 1) // (KILLS + 1)).wait()
-            await pipeline.loaded(shard, VICTIM_LOAD).wait()
+            # The requests wait at each kill's point until it comes; a fast client would
+            # otherwise end the run while the test waits for a restarted shard. Released,
+            # they run on to the next point, also while the victim is down.
+            await pipeline.reached(_kill_point(n)).wait()
+            loaded = pipeline.loaded(shard, VICTIM_LOAD)
+            pipeline.hold_from(_kill_point(n + 1) if n + 1 < KILLS else None)
+            await loaded.wait()
             killed_at = time.time()
             os.kill(pid, signal.SIGKILL)
             await asyncio.to_thread(wait_until, functools.partial(_gone, pid), f"shard {shard} (pid {pid}) gone")
@@ -175,6 +181,11 @@ async def _kill_shards(cluster: Cluster, pipeline: Pipeline) -> list[Kill]:
             await asyncio.to_thread(_serving_pid, admin, shard)  # its successor serves
         await asyncio.to_thread(wait_until, functools.partial(_all_serving, admin), "every shard serving again")
     return kills
+
+
+def _kill_point(n: int) -> int:
+    """The number of ended requests after which the n-th kill is made."""
+    return REQUESTS * (n + 1) // (KILLS + 1)
 
 
 def _issued_while_down(pipeline: Pipeline, kills: list[Kill]) -> list[Outcome]:

@@ -62,6 +62,8 @@ class Pipeline:
     in_flight: collections.Counter[int] = field(default_factory=collections.Counter)  # shard -> requests
     _milestones: dict[int, asyncio.Event] = field(default_factory=dict)
     _loads: list[tuple[int, int, asyncio.Event]] = field(default_factory=list)
+    _hold: int | None = None  # requests from this index on wait (see hold_from)
+    _hold_moved: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
     def key(index: int) -> str:
@@ -83,6 +85,15 @@ class Pipeline:
             self._loads.append((shard, count, event))
         return event
 
+    def hold_from(self, index: int | None) -> None:
+        """Requests from `index` on wait to be issued until the hold moves past them (None:
+        no hold). A test that injects faults at points of the run holds the requests
+        beyond the next point until its fault is done: a fast client must not finish the
+        whole run while the test waits for a restarted process."""
+        self._hold = index
+        moved, self._hold_moved = self._hold_moved, asyncio.Event()
+        moved.set()
+
     async def run(self, bound: float) -> list[asyncio.Task[None]]:
         """Issue every request; return the tasks left pending after `bound` seconds."""
         slots = asyncio.Semaphore(self.window)
@@ -92,6 +103,8 @@ class Pipeline:
         return list(pending)
 
     async def _one(self, index: int, slots: asyncio.Semaphore, rng: random.Random) -> None:
+        while self._hold is not None and index >= self._hold:
+            await self._hold_moved.wait()
         async with slots:
             if index % READ_EVERY == READ_EVERY - 1 and self.acked_keys:
                 op, key = "get", rng.choice(self.acked_keys)  # acknowledged before this request
