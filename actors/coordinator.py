@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 
@@ -34,9 +34,11 @@ from kvcluster.config import Durability
 from kvcluster.datadir import DataDir, adopt_retention
 from kvcluster.errors import ClusterUnavailable, InvalidRequest, KVError
 from kvcluster.process import StopSignal, log_to_file
-from kvcluster.resp.gateway import GatewayConfig, ready_address, run_gateway
 from kvcluster.router.clustermap import ClusterMap
 from kvcluster.router.proxy import RouterConfig, run_router
+
+if TYPE_CHECKING:
+    from kvcluster.resp.gateway import GatewayConfig
 
 __all__ = ["CoordinatorConfig", "run_coordinator"]
 
@@ -127,6 +129,10 @@ class Coordinator:
             )
         self.resp: ActorSlot[GatewayConfig] | None = None
         if config.resp:
+            # Imported here: the gateway (an asyncio server and its command table) is
+            # not worth loading into every program that imports kvcluster.
+            from kvcluster.resp.gateway import GatewayConfig, run_gateway
+
             self.resp = ActorSlot(
                 "resp",
                 run_gateway,
@@ -573,7 +579,7 @@ class Coordinator:
             )
             status["coordinator"]["commits_unapplied"] = self.decisions.commits_kept()
             status["router"] = self._service_status(self.router, self.config.listen, self.router is not None)
-            resp_serving = self.resp is not None and ready_address(self.data.root) == self.config.resp
+            resp_serving = self.resp is not None and _gateway_address(self.data.root) == self.config.resp
             status["resp"] = self._service_status(self.resp, self.config.resp, resp_serving)
             self._reply(envelope, seq, status)
 
@@ -631,3 +637,10 @@ def run_coordinator(config: CoordinatorConfig) -> None:
     except Exception:
         log.exception("coordinator failed")
         raise
+
+
+def _gateway_address(root: str) -> str | None:
+    """The address the RESP gateway reports serving (imported only when one is configured)."""
+    from kvcluster.resp.gateway import ready_address
+
+    return ready_address(root)
