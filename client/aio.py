@@ -115,12 +115,18 @@ class AsyncClient:
             await self._open()  # first use, or a forked child: links of its own
         try:
             return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
-        except StaleEpoch:
+        except (StaleEpoch, ConnectionLost) as exc:
+            return await self._again(call, exc)
+
+    async def _again(self, call: Call, error: StaleEpoch | ConnectionLost) -> Any:
+        """The one second try a failed call gets: after a stale map (the shard refused it,
+        nothing applied) with the map refreshed; after a lost connection only a read,
+        whose outcome cannot have changed anything. Otherwise `error` stands."""
+        if isinstance(error, StaleEpoch):
             await self._refresh()
             self.core.reroute(call)
-        except ConnectionLost:
-            if call.op not in READ_OPS:
-                raise
+        elif call.op not in READ_OPS:
+            raise error
         return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
 
     def submit(self, call: Call) -> asyncio.Future[Any]:
@@ -147,25 +153,14 @@ class AsyncClient:
                 return
             try:
                 result.set_result(self.core.interpret(reply.result(), call))
-            except StaleEpoch:  # the shard refused it (not applied): the map changed
-                again = loop.create_task(self._after_refresh(call))
+            except (StaleEpoch, ConnectionLost) as exc:  # as run() does
+                again = loop.create_task(self._again(call, exc))
                 again.add_done_callback(lambda task: _chain(task, result))
-            except ConnectionLost as exc:
-                if call.op in READ_OPS:
-                    again = loop.create_task(self._exchange(self._link_for(call.target), call, self.timeout))
-                    again.add_done_callback(lambda task: _chain(task, result))
-                else:
-                    result.set_exception(exc)
             except Exception as exc:  # handed to the caller, as run() would raise it
                 result.set_exception(exc)
 
         sent.add_done_callback(answered)
         return result
-
-    async def _after_refresh(self, call: Call) -> Any:
-        await self._refresh()
-        self.core.reroute(call)
-        return await self._exchange(self._link_for(call.target), call, call.timeout or self.timeout)
 
     async def _outcome(self, call: Call) -> Any:
         """One call of a batch step: its result, or the KVError it raised. A stale map is
