@@ -6,13 +6,12 @@ clusters are started once for the suite."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kvtest.backends import BACKENDS, Backend
-from kvtest.clusters import AwaitedNamespace
+from kvtest.clusters import local_cluster, namespace_name, sync_or_async
 
 import kvcluster
 
@@ -21,7 +20,7 @@ import kvcluster
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kvcluster.Cluster]:
     """kvtest.clusters' local 3-shard cluster, started once for the whole suite rather
     than once per module (each start costs seconds on a busy 2-core machine)."""
-    with kvcluster.start(tmp_path_factory.mktemp("cluster"), shards=3, durability="interval") as running:
+    with local_cluster(tmp_path_factory) as running:
         yield running
 
 
@@ -40,15 +39,10 @@ def kv(backend: Backend) -> Iterator[Any]:
         yield client
 
 
-def _name(request: pytest.FixtureRequest) -> str:
-    name = "c-" + request.node.name.replace("[", "-").replace("]", "")[:100]
-    return "".join(ch if ch.isalnum() or ch in "_.:-" else "_" for ch in name)
-
-
 @pytest.fixture
 def ns(kv: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A namespace of its own for each test (sync proxy), deleted afterwards."""
-    name = _name(request)
+    name = namespace_name(request, "c-")
     namespace = kv.create_namespace(name)
     yield namespace
     kv.delete_namespace(name)
@@ -57,13 +51,5 @@ def ns(kv: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
 @pytest.fixture(params=["sync", "async"])
 def api(request: pytest.FixtureRequest, backend: Backend, ns: Any) -> Iterator[Any]:
     """The API of a fresh namespace, through the sync and through the asyncio client."""
-    if request.param == "sync":
-        yield ns
-        return
-    loop = asyncio.new_event_loop()
-    client: Any = loop.run_until_complete(kvcluster.connect_async(backend.address, timeout=10.0))
-    try:
-        yield AwaitedNamespace(loop.run_until_complete(client.namespace(ns.name)), loop)
-    finally:
-        loop.run_until_complete(client.close())
-        loop.close()
+    with sync_or_async(request.param, ns, backend.address) as namespace:
+        yield namespace

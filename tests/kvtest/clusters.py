@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,20 @@ from kvcluster import Client, Cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A real 3-shard cluster (processes, sockets, files), shared by a test module."""
-    data_dir: Path = tmp_path_factory.mktemp("cluster")
-    with kvcluster.start(data_dir, shards=3, durability="interval") as running:
+    with local_cluster(tmp_path_factory) as running:
         yield running
+
+
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    """A real 3-shard cluster in a fresh directory (a context manager: stopped on exit)."""
+    data_dir: Path = tmp_path_factory.mktemp("cluster")
+    return kvcluster.start(data_dir, shards=3, durability="interval")
+
+
+def namespace_name(request: pytest.FixtureRequest, prefix: str) -> str:
+    """A valid namespace name of the test's own, from its node name."""
+    name = prefix + request.node.name.replace("[", "-").replace("]", "")[:100]
+    return "".join(ch if ch.isalnum() or ch in "_.:-" else "_" for ch in name)
 
 
 @pytest.fixture
@@ -30,8 +42,7 @@ def client(cluster: Cluster) -> Iterator[Client]:
 @pytest.fixture
 def fresh_ns(client: Client, request: pytest.FixtureRequest) -> Iterator[kvcluster.Namespace]:
     """A namespace of its own for each test, deleted afterwards."""
-    name = "t-" + request.node.name.replace("[", "-").replace("]", "")[:100]
-    name = "".join(ch if ch.isalnum() or ch in "_.:-" else "_" for ch in name)
+    name = namespace_name(request, "t-")
     namespace = client.create_namespace(name)
     yield namespace
     client.delete_namespace(name)
@@ -67,13 +78,21 @@ async def _collect(iterator: Any) -> list[Any]:
 @pytest.fixture(params=["sync", "async"])
 def api(request: pytest.FixtureRequest, cluster: Cluster, fresh_ns: kvcluster.Namespace) -> Iterator[Any]:
     """The single-key API of a fresh namespace, through the sync and the asyncio client."""
-    if request.param == "sync":
-        yield fresh_ns
+    with sync_or_async(request.param, fresh_ns, str(cluster.data_dir)) as namespace:
+        yield namespace
+
+
+@contextlib.contextmanager
+def sync_or_async(flavour: str, namespace: Any, address: str) -> Iterator[Any]:
+    """`namespace` itself ("sync"), or ("async") its twin through a new asyncio client
+    of `address`, each call run to completion: one test body checks both clients."""
+    if flavour == "sync":
+        yield namespace
         return
     loop = asyncio.new_event_loop()
-    client = loop.run_until_complete(kvcluster.AsyncClient.connect(cluster.data_dir))
+    client: Any = loop.run_until_complete(kvcluster.connect_async(address, timeout=10.0))
     try:
-        yield AwaitedNamespace(loop.run_until_complete(client.namespace(fresh_ns.name)), loop)
+        yield AwaitedNamespace(loop.run_until_complete(client.namespace(namespace.name)), loop)
     finally:
         loop.run_until_complete(client.close())
         loop.close()
