@@ -48,17 +48,6 @@ def redis_ns(redis_kv: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     redis_kv.delete_namespace(name)
 
 
-@pytest.fixture(scope="module")
-def raw(redis_cluster: str) -> Iterator[Any]:
-    """redis-py itself, to look at (and tamper with) the stored bytes."""
-    from redis.cluster import RedisCluster
-
-    host, port = redis_cluster.removeprefix("redis+cluster://").split(",")[0].split(":")
-    client = RedisCluster(host=host, port=int(port))
-    yield client
-    client.close()
-
-
 # -- atomic batches across slots --------------------------------------------------------
 # All-or-nothing batches over several slots behave as on the local engine: the shared
 # tests of test_batch_modes.py (LAYOUTS) pin it; tests/rediscluster/test_cross_slot_batches.py
@@ -66,13 +55,13 @@ def raw(redis_cluster: str) -> Iterator[Any]:
 # Redis's own is the cost, and the one-script fast path that a hash tag opens:
 
 
-def test_redis_a_hash_tag_puts_keys_in_one_slot(redis_ns: Any, raw: Any) -> None:
+def test_redis_a_hash_tag_puts_keys_in_one_slot(redis_ns: Any, raw_redis: Any) -> None:
     keys = ["cart:{42}:items", "cart:{42}:total", "{42}"]
     assert len({key_slot(value_key(redis_ns.name.encode(), key.encode())) for key in keys}) == 1
-    txn_records = set(raw.scan_iter(match="kv|{*}|txn|*"))
+    txn_records = set(raw_redis.scan_iter(match="kv|{*}|txn|*"))
     result = redis_ns.set_many(dict.fromkeys(keys, 1), AON)
     assert len(set(result.data.values())) == 1
-    assert set(raw.scan_iter(match="kv|{*}|txn|*")) <= txn_records  # one script: no txn record needed
+    assert set(raw_redis.scan_iter(match="kv|{*}|txn|*")) <= txn_records  # one script: no txn record needed
 
 
 # -- operations of the local engine only ----------------------------------------------
@@ -202,41 +191,41 @@ def test_redis_a_primary_that_stops_answering_is_a_timeout_and_nothing_is_resent
 # -- what the Redis backend stores -----------------------------------------------------
 
 
-def test_redis_records_are_the_documented_bytes(redis_ns: Any, raw: Any) -> None:
+def test_redis_records_are_the_documented_bytes(redis_ns: Any, raw_redis: Any) -> None:
     ts = redis_ns.set("u:1", {"name": "Alice"})
     redis_ns.set("tok", b"t", scope=Scope.EPHEMERAL)
     ns = redis_ns.name.encode()
-    assert raw.get(value_key(ns, b"u:1")) == encode_record(ts, Scope.PERMANENT, pack_value({"name": "Alice"}))
-    assert decode_record(raw.get(value_key(ns, b"tok"))).scope is Scope.EPHEMERAL
+    assert raw_redis.get(value_key(ns, b"u:1")) == encode_record(ts, Scope.PERMANENT, pack_value({"name": "Alice"}))
+    assert decode_record(raw_redis.get(value_key(ns, b"tok"))).scope is Scope.EPHEMERAL
 
 
-def test_redis_timestamps_grow_past_a_stored_future_one(redis_ns: Any, raw: Any) -> None:
+def test_redis_timestamps_grow_past_a_stored_future_one(redis_ns: Any, raw_redis: Any) -> None:
     future = time.time_ns() // 1000 + 60_000_000  # a node's clock a minute ahead, then set back
-    raw.set(value_key(redis_ns.name.encode(), b"k"), encode_record(future, Scope.PERMANENT, pack_value(1)))
+    raw_redis.set(value_key(redis_ns.name.encode(), b"k"), encode_record(future, Scope.PERMANENT, pack_value(1)))
     assert redis_ns.set("k", 2) == future + 1
     assert redis_ns.update("k", 3) == 2 and redis_ns.get_versioned("k") == (3, future + 2)
 
 
-def test_redis_a_foreign_value_under_a_namespace_key_is_a_storage_error(redis_ns: Any, raw: Any) -> None:
-    raw.set(value_key(redis_ns.name.encode(), b"foreign"), b"hi")
+def test_redis_a_foreign_value_under_a_namespace_key_is_a_storage_error(redis_ns: Any, raw_redis: Any) -> None:
+    raw_redis.set(value_key(redis_ns.name.encode(), b"foreign"), b"hi")
     with pytest.raises(StorageError, match="kvcluster record"):
         redis_ns.get("foreign")
     with pytest.raises(StorageError, match="kvcluster record"):
         redis_ns.set("foreign", 1)
 
 
-def test_redis_scripts_come_back_after_a_script_flush(redis_ns: Any, raw: Any) -> None:
+def test_redis_scripts_come_back_after_a_script_flush(redis_ns: Any, raw_redis: Any) -> None:
     redis_ns.set("before", 1)
-    raw.execute_command("SCRIPT FLUSH", target_nodes=raw.PRIMARIES)
+    raw_redis.execute_command("SCRIPT FLUSH", target_nodes=raw_redis.PRIMARIES)
     assert redis_ns.set("after", 2) > 0 and redis_ns.consume("before") == 1
 
 
-def test_redis_a_key_counter_left_too_high_refuses_early(redis_kv: Any, redis_ns: Any, raw: Any) -> None:
+def test_redis_a_key_counter_left_too_high_refuses_early(redis_kv: Any, redis_ns: Any, raw_redis: Any) -> None:
     """What a client crash between reserving room and writing can leave: a counter
     above the keys held. The namespace then refuses new keys early, never too late."""
     redis_kv.update_namespace(redis_ns.name, max_keys=2)
     redis_ns.set("a", 1)
-    raw.incrby(counter_key(redis_ns.name.encode()), 1)  # a reservation nobody took back
+    raw_redis.incrby(counter_key(redis_ns.name.encode()), 1)  # a reservation nobody took back
     with pytest.raises(NamespaceFull):
         redis_ns.set("b", 1)
     assert len(redis_ns) == 1

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +163,14 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield processes.address
     finally:
         processes.stop()
+
+
+@pytest.fixture(scope="module")
+def raw_redis(redis_cluster: str) -> Iterator[Any]:
+    """redis-py itself on that cluster, to look at (and tamper with) the stored bytes."""
+    from redis.cluster import RedisCluster
+
+    host, port = redis_cluster.removeprefix("redis+cluster://").split(",")[0].split(":")
+    client = RedisCluster(host=host, port=int(port))
+    yield client
+    client.close()

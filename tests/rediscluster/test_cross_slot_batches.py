@@ -64,17 +64,6 @@ def test_the_keys_span_every_primary() -> None:
     assert thirds == {0, 1, 2}
 
 
-@pytest.fixture(scope="module")
-def raw(redis_cluster: str) -> Iterator[Any]:
-    """redis-py itself, to look at the stored bytes."""
-    from redis.cluster import RedisCluster
-
-    host, port = redis_cluster.removeprefix("redis+cluster://").split(",")[0].split(":")
-    client = RedisCluster(host=host, port=int(port))
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def ns(redis_cluster: str, request: pytest.FixtureRequest) -> Iterator[Any]:
     name = "x-" + "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:80]
@@ -88,15 +77,15 @@ def stored(ns: Any, key: str) -> bytes:
     return value_key(ns.name.encode(), key.encode())
 
 
-def held(ns: Any, raw: Any) -> dict[str, Record | Lock | None]:
+def held(ns: Any, raw_redis: Any) -> dict[str, Record | Lock | None]:
     """What each of KEYS holds, as Redis has it."""
-    return {key: None if (data := raw.get(stored(ns, key))) is None else decode_stored(data) for key in KEYS}
+    return {key: None if (data := raw_redis.get(stored(ns, key))) is None else decode_stored(data) for key in KEYS}
 
 
-def no_locks_left(ns: Any, raw: Any) -> bool:
+def no_locks_left(ns: Any, raw_redis: Any) -> bool:
     """No value key of the namespace holds a lock (SCAN over every primary)."""
     pattern = f"kv|{ns.name}|*"
-    return all(raw.getrange(key, 8, 8) != bytes((LOCKED,)) for key in raw.scan_iter(match=pattern))
+    return all(raw_redis.getrange(key, 8, 8) != bytes((LOCKED,)) for key in raw_redis.scan_iter(match=pattern))
 
 
 def crash_in_child(redis_cluster: str, ns: Any, value: str, point: str) -> None:
@@ -140,92 +129,94 @@ def read_all(reader: str, redis_cluster: str, ns: Any) -> dict[str, tuple[Any, i
 @pytest.mark.crash
 @pytest.mark.parametrize("reader", ["get", "get_many", "async-get_many"])
 def test_a_client_killed_after_prepare_leaves_every_old_value(
-    redis_cluster: str, ns: Any, raw: Any, reader: str
+    redis_cluster: str, ns: Any, raw_redis: Any, reader: str
 ) -> None:
     old = ns.set_many(dict.fromkeys(KEYS, "old"), AON).data[KEYS[0]]
     crash_in_child(redis_cluster, ns, "new", "redis.txn.prepared")
-    locks = held(ns, raw)
+    locks = held(ns, raw_redis)
     assert all(isinstance(lock, Lock) for lock in locks.values())  # it died holding every key
     lock = locks[KEYS[1]]
     assert isinstance(lock, Lock)
-    assert raw.get(stored(ns, KEYS[1])) == encode_lock(
+    assert raw_redis.get(stored(ns, KEYS[1])) == encode_lock(
         old,
         encode_record(old, Scope.PERMANENT, pack_value("old")),
         record_tail(Scope.PERMANENT, pack_value("new")),
         lock.txn_id,
         lock.txn_key,
     )
-    assert decode_txn(raw.get(lock.txn_key)).state == "pending"
+    assert decode_txn(raw_redis.get(lock.txn_key)).state == "pending"
 
     assert read_all(reader, redis_cluster, ns) == dict.fromkeys(KEYS, ("old", old))
     # Single reads take an undecided batch's old records and leave its locks; once its
     # time is up, the next read aborts it and rolls every key back.
     wait_until(
-        lambda: read_all(reader, redis_cluster, ns) == dict.fromkeys(KEYS, ("old", old)) and no_locks_left(ns, raw),
+        lambda: (
+            read_all(reader, redis_cluster, ns) == dict.fromkeys(KEYS, ("old", old)) and no_locks_left(ns, raw_redis)
+        ),
         "a read to abort the dead client's batch",
         timeout=10.0,
     )
-    record = raw.get(lock.txn_key)
+    record = raw_redis.get(lock.txn_key)
     assert record is None or decode_txn(record).state == "aborted"
 
 
 @pytest.mark.crash
 @pytest.mark.parametrize("reader", ["get", "get_many"])
 def test_a_client_killed_after_commit_leaves_every_new_value(
-    redis_cluster: str, ns: Any, raw: Any, reader: str
+    redis_cluster: str, ns: Any, raw_redis: Any, reader: str
 ) -> None:
     old = ns.set_many(dict.fromkeys(KEYS, "old"), AON).data[KEYS[0]]
     crash_in_child(redis_cluster, ns, "new", "redis.txn.committed")
-    locks = [found for found in held(ns, raw).values() if isinstance(found, Lock)]
+    locks = [found for found in held(ns, raw_redis).values() if isinstance(found, Lock)]
     assert locks and len(locks) < len(KEYS)  # the primary group applied; the others still locked
-    record = decode_txn(raw.get(locks[0].txn_key))
+    record = decode_txn(raw_redis.get(locks[0].txn_key))
     assert record.state == "committed" and record.ts > old
 
     assert read_all(reader, redis_cluster, ns) == dict.fromkeys(KEYS, ("new", record.ts))
-    assert no_locks_left(ns, raw)
-    assert raw.get(locks[0].txn_key) is None  # settled: its txn record is gone
+    assert no_locks_left(ns, raw_redis)
+    assert raw_redis.get(locks[0].txn_key) is None  # settled: its txn record is gone
 
 
 @pytest.mark.crash
-def test_a_single_set_on_a_dead_clients_expired_lock_resolves_it(redis_cluster: str, ns: Any, raw: Any) -> None:
+def test_a_single_set_on_a_dead_clients_expired_lock_resolves_it(redis_cluster: str, ns: Any, raw_redis: Any) -> None:
     ns.set_many(dict.fromkeys(KEYS, "old"), AON)
     crash_in_child(redis_cluster, ns, "new", "redis.txn.prepared")
     started = time.monotonic()
     ts = ns.set(KEYS[2], "mine")  # waits for the batch's 1 s, aborts it, rolls it back, writes
     assert time.monotonic() - started < 4.0
     assert ns.get_versioned(KEYS[2]) == ("mine", ts)
-    assert no_locks_left(ns, raw)  # the whole batch was rolled back, not only that key
+    assert no_locks_left(ns, raw_redis)  # the whole batch was rolled back, not only that key
     assert {key: ns.get(key) for key in KEYS} == {**dict.fromkeys(KEYS, "old"), KEYS[2]: "mine"}
 
 
 # -- a client paused past its deadline -------------------------------------------------
 
 
-def the_txn_record(ns: Any, raw: Any) -> tuple[bytes, TxnRecord]:
-    found = held(ns, raw)[KEYS[0]]
+def the_txn_record(ns: Any, raw_redis: Any) -> tuple[bytes, TxnRecord]:
+    found = held(ns, raw_redis)[KEYS[0]]
     assert isinstance(found, Lock)
-    return found.txn_key, decode_txn(raw.get(found.txn_key))
+    return found.txn_key, decode_txn(raw_redis.get(found.txn_key))
 
 
-def node_time_us(raw: Any, key: bytes) -> int:
-    seconds, micros = raw.execute_command("TIME", target_nodes=raw.get_node_from_key(key))
+def node_time_us(raw_redis: Any, key: bytes) -> int:
+    seconds, micros = raw_redis.execute_command("TIME", target_nodes=raw_redis.get_node_from_key(key))
     return int(seconds) * 1_000_000 + int(micros)
 
 
 @pytest.mark.parametrize("resolved", [False, True], ids=["expired", "aborted-by-a-reader"])
 def test_a_client_paused_past_its_deadline_cannot_commit(
-    redis_cluster: str, ns: Any, raw: Any, monkeypatch: pytest.MonkeyPatch, resolved: bool
+    redis_cluster: str, ns: Any, raw_redis: Any, monkeypatch: pytest.MonkeyPatch, resolved: bool
 ) -> None:
     old = ns.set_many(dict.fromkeys(KEYS, "old"), AON).data[KEYS[0]]
 
     def pause_past_the_deadline(point: str) -> None:
         if point != "redis.txn.prepared":
             return
-        key, record = the_txn_record(ns, raw)
-        wait_until(lambda: node_time_us(raw, key) >= record.expires, "the batch's time to be up", timeout=10.0)
+        key, record = the_txn_record(ns, raw_redis)
+        wait_until(lambda: node_time_us(raw_redis, key) >= record.expires, "the batch's time to be up", timeout=10.0)
         if resolved:  # another client meets a lock meanwhile and aborts the batch
             assert ns.get_many(KEYS, AON).data == dict.fromkeys(KEYS, "old")
-            assert decode_txn(raw.get(key)).state == "aborted"
+            assert decode_txn(raw_redis.get(key)).state == "aborted"
 
     monkeypatch.setattr(txn, "MIN_TTL", 0.0)
     monkeypatch.setattr(txn, "failpoint", pause_past_the_deadline)
@@ -233,12 +224,12 @@ def test_a_client_paused_past_its_deadline_cannot_commit(
         client.namespace(ns.name).set_many(dict.fromkeys(KEYS, "late"), AON)
     assert set(failed.value.errors) == set(KEYS)
     assert all(isinstance(error, Timeout) for error in failed.value.errors.values())
-    assert no_locks_left(ns, raw)
+    assert no_locks_left(ns, raw_redis)
     assert {key: ns.get_versioned(key) for key in KEYS} == dict.fromkeys(KEYS, ("old", old))
 
 
 def test_a_commit_without_an_answer_never_leaves_a_batch_half_applied(
-    redis_cluster: str, ns: Any, raw: Any, monkeypatch: pytest.MonkeyPatch
+    redis_cluster: str, ns: Any, raw_redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The primary node stops answering between the prepares and the commit: the commit
     and the abort that would learn its outcome both time out, and the client says the
@@ -252,9 +243,9 @@ def test_a_commit_without_an_answer_never_leaves_a_batch_half_applied(
 
     def stop_the_primary_node(point: str) -> None:
         if point == "redis.txn.prepared":
-            key, _record = the_txn_record(ns, raw)
-            primary = raw.get_node_from_key(key).name
-            others.extend(k for k in KEYS if raw.get_node_from_key(stored(ns, k)).name != primary)
+            key, _record = the_txn_record(ns, raw_redis)
+            primary = raw_redis.get_node_from_key(key).name
+            others.extend(k for k in KEYS if raw_redis.get_node_from_key(stored(ns, k)).name != primary)
             stopped.append(pids[primary])
             os.kill(stopped[0], signal.SIGSTOP)
 
@@ -263,20 +254,22 @@ def test_a_commit_without_an_answer_never_leaves_a_batch_half_applied(
         with kvcluster.connect(redis_cluster, timeout=0.3) as client, pytest.raises(Timeout) as unknown:
             client.namespace(ns.name).set_many(dict.fromkeys(KEYS, "new"), AON)
         assert not isinstance(unknown.value, BatchFailed)  # their locks stay: nothing was rolled back
-        assert others and all(isinstance(decode_stored(raw.get(stored(ns, key))), Lock) for key in others)
+        assert others and all(isinstance(decode_stored(raw_redis.get(stored(ns, key))), Lock) for key in others)
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
     values = ns.get_many(KEYS, AON).data  # resolves the batch, waiting for its decision if need be
     assert values in (dict.fromkeys(KEYS, "old"), dict.fromkeys(KEYS, "new"))
-    wait_until(lambda: ns.get_many(KEYS, AON).data == values and no_locks_left(ns, raw), "the batch settled", 10.0)
+    wait_until(
+        lambda: ns.get_many(KEYS, AON).data == values and no_locks_left(ns, raw_redis), "the batch settled", 10.0
+    )
 
 
 # -- writers meeting a lock --------------------------------------------------------------
 
 
 def test_a_writer_waits_for_an_undecided_batch_then_writes(
-    redis_cluster: str, ns: Any, raw: Any, monkeypatch: pytest.MonkeyPatch
+    redis_cluster: str, ns: Any, raw_redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ns.set_many(dict.fromkeys(KEYS, "old"), AON)
     prepared, go = threading.Event(), threading.Event()
@@ -304,7 +297,7 @@ def test_a_writer_waits_for_an_undecided_batch_then_writes(
             writer = threading.Thread(target=write)
             writer.start()
             writer.join(0.3)
-            assert writer.is_alive() and isinstance(held(ns, raw)[KEYS[4]], Lock)  # it waits
+            assert writer.is_alive() and isinstance(held(ns, raw_redis)[KEYS[4]], Lock)  # it waits
             go.set()
             writer.join(10.0)
             batcher.join(10.0)
@@ -315,11 +308,11 @@ def test_a_writer_waits_for_an_undecided_batch_then_writes(
     assert wrote and wrote[0] > result.data[KEYS[4]]
     expected = {**dict.fromkeys(KEYS, "batch"), KEYS[4]: "writer", KEYS[5]: "writer"}
     assert {key: ns.get(key) for key in KEYS} == expected and ns.get("{a}free") == "writer"
-    assert no_locks_left(ns, raw)
+    assert no_locks_left(ns, raw_redis)
 
 
 def test_batches_and_scans_see_undecided_batches_as_not_yet_applied(
-    ns: Any, raw: Any, monkeypatch: pytest.MonkeyPatch
+    ns: Any, raw_redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ns.set_many({KEYS[0]: "old"}, AON)
     prepared, go = threading.Event(), threading.Event()
@@ -365,7 +358,7 @@ def consistent(values: dict[str, Any]) -> bool:
 
 
 @pytest.mark.slow
-def test_concurrent_cross_slot_batches_apply_whole_or_not_at_all(redis_cluster: str, ns: Any, raw: Any) -> None:
+def test_concurrent_cross_slot_batches_apply_whole_or_not_at_all(redis_cluster: str, ns: Any, raw_redis: Any) -> None:
     ns.set_many(dict.fromkeys(KEYS, ("all", -1, 0)), AON)
     applied: set[tuple[str, int, int]] = {("all", -1, 0)}
     failed: list[BatchFailed] = []
@@ -408,7 +401,7 @@ def test_concurrent_cross_slot_batches_apply_whole_or_not_at_all(redis_cluster: 
     reasons = {str(error) for exc in failed for error in exc.errors.values()}
     assert all("conflict" in reason for reason in reasons), reasons
     assert len(applied) > 1 + len(failed) // 2  # most batches got through
-    assert no_locks_left(ns, raw)
+    assert no_locks_left(ns, raw_redis)
     versions = [ns.get_versioned(key) for key in KEYS]
     assert versions[0][1] == versions[1][1] and versions[4][1] == versions[5][1]
 
@@ -417,13 +410,13 @@ def test_concurrent_cross_slot_batches_apply_whole_or_not_at_all(redis_cluster: 
 
 
 def test_a_txn_record_lies_in_the_slot_of_the_batchs_first_key(
-    ns: Any, raw: Any, monkeypatch: pytest.MonkeyPatch
+    ns: Any, raw_redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[bytes, TxnRecord]] = []
 
     def look(point: str) -> None:
         if point == "redis.txn.prepared":
-            seen.append(the_txn_record(ns, raw))
+            seen.append(the_txn_record(ns, raw_redis))
 
     monkeypatch.setattr(txn, "failpoint", look)
     ns.set_many(dict.fromkeys(KEYS[1:] + KEYS[:1], 1), AON)
@@ -431,7 +424,7 @@ def test_a_txn_record_lies_in_the_slot_of_the_batchs_first_key(
     assert key_slot(key) == key_slot(stored(ns, KEYS[1]))
     assert record.state == "pending" and record.primary == [stored(ns, KEYS[1]), stored(ns, KEYS[4])]
     assert sorted(record.keys) == sorted(stored(ns, key) for key in KEYS if not key.startswith("{b}"))
-    assert raw.get(key) is None  # deleted once the batch rolled forward
+    assert raw_redis.get(key) is None  # deleted once the batch rolled forward
 
 
 def test_max_keys_counts_cross_slot_batches(redis_cluster: str, ns: Any) -> None:
